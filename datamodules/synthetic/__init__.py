@@ -1,0 +1,55 @@
+"""Generators that write the embedded default datasets in the real on-disk formats.
+
+Each generator writes into a folder; `ensure_generated` runs it once into a temporary sibling and
+renames it into place, so an interrupted generation never leaves a half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+MARKER = ".visionlab_complete.json"
+
+
+def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -> Path:
+    """Return `root`, generating it with `generate(root, **params)` first unless a finished copy exists.
+
+    A finished copy carries a marker file with the parameters; a copy made with other parameters
+    is an error rather than silently reused, so a changed size never mixes with an old cache.
+    """
+    root = Path(root).expanduser().resolve()
+    marker = root / MARKER
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved != _jsonable(params):
+            raise RuntimeError(
+                f"{root} holds an embedded dataset generated with {saved}, not {_jsonable(params)}; "
+                "delete that folder or point paths.data_dir elsewhere."
+            )
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise RuntimeError(
+            f"{root} exists but is not a finished embedded dataset (no {MARKER}); "
+            "delete it to regenerate, or set data.root to your own data."
+        )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        generate(tmp, **params)
+        (tmp / MARKER).write_text(json.dumps(_jsonable(params), indent=1))
+        if root.exists():
+            root.rmdir()
+        tmp.rename(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params, default=str))
