@@ -1,0 +1,61 @@
+"""Pieces every DataModule shares: config checks, worker sizing and DataLoader construction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from visionlab.errors import ConfigError
+
+
+def resolve_num_workers(value: int | str) -> int:
+    """`auto` = one worker per core but one, at most 16; an integer is taken as given."""
+    if value == "auto":
+        return max(0, min(16, (os.cpu_count() or 1) - 1))
+    if not isinstance(value, int) or value < 0:
+        raise ConfigError(f"data.num_workers={value!r} must be a non-negative integer or 'auto'")
+    return value
+
+
+def resolve_pin_memory(value: bool | str) -> bool:
+    """`auto` = pin host memory only when a CUDA device will receive the batches."""
+    return torch.cuda.is_available() if value == "auto" else bool(value)
+
+
+def check_positive(key: str, value: Any) -> None:
+    """ConfigError unless `value` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be a positive integer")
+
+
+def check_fractions(key: str, fractions: Sequence[float]) -> tuple[float, float, float]:
+    """ConfigError unless `fractions` are three non-negative numbers summing to 1 with train > 0."""
+    values = tuple(float(f) for f in fractions)
+    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1.0) > 1e-6:
+        raise ConfigError(f"{key}={list(fractions)} must be [train, val, test] fractions >= 0 summing to 1")
+    return values  # type: ignore[return-value]
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool, drop_last: bool = False
+) -> DataLoader:
+    """A DataLoader with persistent workers and prefetching when workers are used."""
+    extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+        pin_memory=pin_memory, drop_last=drop_last, **extra,
+    )
+
+
+def decode_all(items: Sequence[Any], load: Callable[[Any], np.ndarray], threads: int | None = None) -> np.ndarray:
+    """Decode every item with `load` (in threads: PIL releases the GIL) and stack into one uint8 array."""
+    threads = threads or max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(threads) as pool:
+        arrays = list(pool.map(load, items))
+    return np.stack(arrays) if arrays else np.zeros((0,), dtype=np.uint8)

@@ -1,0 +1,209 @@
+"""Class-per-folder images (`root/<split>/<class>/*.png` or `root/<class>/*.png`) for `finetune`.
+
+Three stages: *load* decodes and resizes once (cached in memory by default), *augment* runs the
+Albumentations pipeline per sample on uint8 HWC, *normalise* happens on the device in the
+LightningModule (`TaskModule.normalize`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.common import (
+    check_fractions,
+    check_positive,
+    decode_all,
+    make_loader,
+    resolve_num_workers,
+    resolve_pin_memory,
+)
+from datamodules.io import list_images, read_image
+from datamodules.synthetic import ensure_generated
+from datamodules.synthetic.shapes import generate_shapes
+from datamodules.transforms import build_augment, resize_short_side_center_crop
+from visionlab.errors import DataError
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FolderIndex:
+    """Class names (sorted folder names) and, per split, image paths with their class indices."""
+
+    class_names: list[str]
+    samples: dict[str, list[tuple[Path, int]]]
+
+
+def index_class_folders(
+    root: Path, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15), seed: int = 0
+) -> FolderIndex:
+    """Index `root`: split folders are used as they are; a split missing (or a root of class folders
+    only) is carved from train per class by `fractions`, with `seed`, so the split is reproducible."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data.root={root} does not exist or is not a folder; expected <root>/<class>/*.png "
+                        "or <root>/{train,val,test}/<class>/*.png")
+    present = [s for s in SPLITS if (root / s).is_dir()]
+    if present and "train" not in present:
+        raise DataError(f"{root} has {present} but no train/ folder")
+    base = root / "train" if present else root
+    class_names = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_names:
+        raise DataError(f"{base} has no class folders; expected {base}/<class>/*.png")
+    samples = {s: _read_split(root / s if present else root, class_names) for s in (present or ["train"])}
+    missing = [s for s in SPLITS if s not in samples]
+    if missing:
+        samples.update(_carve(samples["train"], len(class_names), fractions, missing, seed))
+    return FolderIndex(class_names, samples)
+
+
+def _read_split(folder: Path, class_names: list[str]) -> list[tuple[Path, int]]:
+    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in class_names and not p.name.startswith("."))
+    if extra:
+        raise DataError(f"{folder} has class folders {extra} that train/ does not have; the classes must match")
+    items: list[tuple[Path, int]] = []
+    for label, name in enumerate(class_names):
+        class_dir = folder / name
+        if not class_dir.is_dir():
+            continue
+        images = list_images(class_dir)
+        if not images:
+            raise DataError(f"{class_dir} is an empty class folder (no .png/.jpg images); add images or remove it")
+        items += [(p, label) for p in images]
+    return items
+
+
+def _carve(
+    train: list[tuple[Path, int]], num_classes: int, fractions: tuple[float, float, float], missing: list[str], seed: int
+) -> dict[str, list[tuple[Path, int]]]:
+    """Move a stratified, seeded share of `train` into each missing split."""
+    rng = np.random.default_rng(seed)
+    shares = {s: fractions[SPLITS.index(s)] for s in missing}
+    total = fractions[0] + sum(shares.values())
+    out: dict[str, list[tuple[Path, int]]] = {s: [] for s in missing}
+    kept: list[tuple[Path, int]] = []
+    for label in range(num_classes):
+        items = [it for it in train if it[1] == label]
+        order = rng.permutation(len(items))
+        start = 0
+        for split, share in shares.items():
+            count = round(len(items) * share / total)
+            out[split] += [items[i] for i in order[start : start + count]]
+            start += count
+        kept += [items[i] for i in order[start:]]
+    train[:] = kept
+    return out
+
+
+class ImageFolderDataset(Dataset):
+    """(uint8 HWC image, class index) pairs; images from a decoded cache or decoded on access."""
+
+    def __init__(
+        self, items: list[tuple[Path, int]], image_size: int, augment: A.Compose | None, cache: bool
+    ) -> None:
+        self.paths = [p for p, _ in items]
+        self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
+        self.load = functools.partial(load_resized, size=image_size)
+        self.augment = augment
+        self.images = decode_all(self.paths, self.load) if cache and self.paths else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = self.images[index] if self.images is not None else self.load(self.paths[index])
+        if self.augment is not None:
+            image = self.augment(image=image)["image"]
+        return torch.from_numpy(np.ascontiguousarray(image)), self.labels[index]
+
+
+def load_resized(path: Path, size: int) -> np.ndarray:
+    """Decode `path` to RGB and resize-crop it to `size` x `size` (the *load* stage)."""
+    return resize_short_side_center_crop(read_image(path, "RGB"), size)
+
+
+class FolderDataModule(pl.LightningDataModule):
+    """Class-per-folder data; `root=None` uses the embedded 12-class set under `data_dir`."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        root: str | None = None,
+        image_size: int = 64,
+        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        split_seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int | str = 2,
+        pin_memory: bool | str = "auto",
+        cache_images: bool = True,
+        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+        std: tuple[float, ...] = (0.229, 0.224, 0.225),
+        augment: list[dict[str, Any]] | None = None,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("data.batch_size", batch_size)
+        check_positive("data.image_size", image_size)
+        self.fractions = check_fractions("data.split_fractions", split_fractions)
+        self.data_dir = Path(data_dir)
+        self.root = Path(root).expanduser() if root else None
+        self.image_size, self.split_seed, self.batch_size = image_size, split_seed, batch_size
+        self.num_workers = resolve_num_workers(num_workers)
+        self.pin_memory = resolve_pin_memory(pin_memory)
+        self.cache_images = cache_images
+        self.mean, self.std = list(mean), list(std)
+        self.augment = build_augment(augment)
+        self.synthetic = dict(synthetic or {})
+        self.index: FolderIndex | None = None
+        self.datasets: dict[str, ImageFolderDataset] = {}
+
+    @property
+    def resolved_root(self) -> Path:
+        return self.root if self.root is not None else self.data_dir / "finetune_shapes"
+
+    def prepare_data(self) -> None:
+        if self.root is None:
+            ensure_generated(self.resolved_root, generate_shapes, **self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is not None:
+            return
+        self.index = index_class_folders(self.resolved_root, self.fractions, self.split_seed)
+        for split in SPLITS:
+            augment = self.augment if split == "train" else None
+            self.datasets[split] = ImageFolderDataset(
+                self.index.samples[split], self.image_size, augment, self.cache_images
+            )
+        sizes = {s: len(d) for s, d in self.datasets.items()}
+        log.info("%s: %d classes, images per split %s", self.resolved_root, len(self.index.class_names), sizes)
+        if not sizes["train"]:
+            raise DataError(f"{self.resolved_root}: the train split is empty")
+
+    def info(self) -> dict[str, Any]:
+        """What the model must know about the data (stored in its hyperparameters)."""
+        assert self.index is not None, "call setup() first"
+        return {"class_names": self.index.class_names, "mean": self.mean, "std": self.std,
+                "image_size": self.image_size, "root": str(self.resolved_root)}
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["train"], self.batch_size, True, self.num_workers, self.pin_memory,
+                           drop_last=len(self.datasets["train"]) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
+
+    def test_dataloader(self) -> DataLoader:
+        if not len(self.datasets["test"]):
+            raise DataError(f"{self.resolved_root}: the test split is empty; add test/ images or a test fraction")
+        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)

@@ -1,0 +1,169 @@
+"""What every task's LightningModule shares: optimizer and schedule from config, a backbone freeze
+schedule whose state follows from the epoch (so it survives a resume), and device-side normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from visionlab.optim import build_optimizer, build_scheduler
+
+
+class TaskModule(pl.LightningModule):
+    """Base LightningModule. Subclasses call `save_hyperparameters()` with primitives only and pass the
+    `optimizer` / `scheduler` dicts through; they may override `backbone()` to enable freezing."""
+
+    #: the `task_name` this module implements; stored in every checkpoint it writes
+    task_name: str = ""
+    #: metric the checkpoint callback follows by default (the task config's `monitor.metric` wins)
+    monitor: str = "val/loss"
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: scalar results of the last test epoch, for evaluate.py's metrics.json
+        self.test_results: dict[str, float] = {}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["task_name"] = self.task_name
+
+    # ---- optimisation -------------------------------------------------------------------------
+    def backbone(self) -> nn.Module | None:
+        """The pretrained part that `freeze_backbone` freezes; None = nothing to freeze."""
+        return None
+
+    def freeze_settings(self) -> tuple[bool, int | None, float]:
+        """(freeze at start, epoch from which everything trains or None, backbone lr ratio)."""
+        model = self.hparams.get("model", {}) or {}
+        return (
+            bool(model.get("freeze_backbone", False)),
+            model.get("unfreeze_epoch"),
+            float(model.get("backbone_lr_ratio", 1.0)),
+        )
+
+    def backbone_frozen(self, epoch: int | None = None) -> bool:
+        """Whether the backbone is frozen at `epoch` (default: the trainer's current epoch)."""
+        frozen, unfreeze_epoch, _ = self.freeze_settings()
+        if not frozen or self.backbone() is None:
+            return False
+        if epoch is None:
+            epoch = self.trainer.current_epoch if self._trainer is not None else 0
+        return unfreeze_epoch is None or epoch < int(unfreeze_epoch)
+
+    def apply_freeze(self) -> None:
+        """Set requires_grad and BatchNorm mode of the backbone for the current epoch."""
+        backbone = self.backbone()
+        if backbone is None:
+            return
+        frozen = self.backbone_frozen()
+        for param in backbone.parameters():
+            param.requires_grad_(not frozen)
+        if frozen:
+            _set_batchnorm_eval(backbone)
+
+    def train(self, mode: bool = True) -> TaskModule:
+        """Lightning calls train() after every validation loop: re-freeze BatchNorm statistics there too."""
+        super().train(mode)
+        if mode and self.backbone() is not None and self.backbone_frozen():
+            _set_batchnorm_eval(self.backbone())
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self.apply_freeze()
+
+    def on_fit_start(self) -> None:
+        self.apply_freeze()
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Head and backbone as separate groups so the backbone can learn at `backbone_lr_ratio` x lr."""
+        backbone = self.backbone()
+        lr = float(self.hparams.optimizer["lr"])
+        if backbone is None:
+            return [{"params": [p for p in self.parameters()], "lr": lr}]
+        backbone_ids = {id(p) for p in backbone.parameters()}
+        head = [p for p in self.parameters() if id(p) not in backbone_ids]
+        ratio = self.freeze_settings()[2]
+        return [
+            {"params": head, "lr": lr, "name": "head"},
+            {"params": list(backbone.parameters()), "lr": lr * ratio, "name": "backbone"},
+        ]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameter_groups(), self.hparams.optimizer)
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else 1
+        scheduler = build_scheduler(optimizer, self.hparams.get("scheduler"), max_epochs or 1, self.monitor)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ---- data on the device -------------------------------------------------------------------
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, C) -> float (N, C, H, W) scaled by the data's mean/std, channels-last."""
+        info = self.hparams.get("data_info", {}) or {}
+        return to_float_images(images, info.get("mean"), info.get("std"))
+
+    # ---- reporting ----------------------------------------------------------------------------
+    @property
+    def tensorboard(self) -> SummaryWriter | None:
+        """The TensorBoard writer when a TensorBoard logger is attached (figures, images, embeddings)."""
+        if self._trainer is None:
+            return None
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    @classmethod
+    def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> TaskModule:
+        """Build the module for training from the composed config; tasks with extra keys override."""
+        return cls(**module_kwargs(cfg, data_info))
+
+    def write_report(self, out_dir: Path) -> None:
+        """Write the figures of the last test epoch into `out_dir` (evaluate.py); tasks override."""
+
+    def format_report(self) -> str:
+        """A readable table of `test_results` for the terminal; tasks may override."""
+        width = max((len(k) for k in self.test_results), default=10)
+        return "\n".join(f"{k:<{width}}  {v:.4f}" for k, v in sorted(self.test_results.items()))
+
+
+def to_float_images(
+    images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in channels-last memory, optionally mean/std-normalised."""
+    x = images.permute(0, 3, 1, 2).float().div_(255.0)
+    if mean is not None and std is not None:
+        m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+        x = (x - m) / s
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _set_batchnorm_eval(module: nn.Module) -> None:
+    for m in _batchnorms(module):
+        m.eval()
+
+
+def _batchnorms(module: nn.Module) -> Iterator[nn.Module]:
+    return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+
+
+def module_kwargs(cfg: Any, data_info: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments every task takes, as plain containers (checkpoints hold primitives only)."""
+    from omegaconf import OmegaConf
+
+    def plain(node: Any) -> Any:
+        return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+    return {
+        "model": plain(cfg.model),
+        "optimizer": plain(cfg.optimizer),
+        "scheduler": plain(cfg.get("scheduler")),
+        "data_info": data_info,
+    }

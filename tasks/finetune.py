@@ -1,0 +1,153 @@
+"""`finetune`: a torchvision classifier (AlexNet / VGG16 / ResNet) trained on class-per-folder images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from tasks.base import TaskModule
+from tasks.metrics.classification import classification_metrics, scalar_results
+from tasks.nets.classifiers import ARCHS, build_classifier
+from visionlab.errors import ConfigError
+from visionlab.figures import confusion_figure, labelled_grid, roc_figure, save_figure
+
+#: how many validation images the TensorBoard prediction grid shows
+GRID_SIZE = 16
+
+
+class FinetuneTask(TaskModule):
+    """Cross-entropy training of `model.arch` on `data_info.class_names`; metrics in
+    `tasks.metrics.classification`. `load_pretrained=False` skips `model.weights` (checkpoint loading)."""
+
+    task_name = "finetune"
+    monitor = "val/acc"
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        data_info: dict[str, Any] | None = None,
+        load_pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["load_pretrained"])
+        data_info = data_info or {}
+        self.class_names: list[str] = list(data_info.get("class_names", []))
+        num_classes = model.get("num_classes") or len(self.class_names)
+        if self.class_names and num_classes != len(self.class_names):
+            raise ConfigError(
+                f"model.num_classes={num_classes} but the data has {len(self.class_names)} class folders "
+                f"({', '.join(self.class_names)}); set model.num_classes=null to follow the folders"
+            )
+        self.net = build_classifier(
+            model["arch"], int(num_classes), model.get("weights") if load_pretrained else None, model.get("dropout")
+        )
+        self.train_acc = MulticlassAccuracy(int(num_classes), average="micro")
+        self.val_metrics = classification_metrics(int(num_classes))
+        self.test_metrics = classification_metrics(int(num_classes))
+        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._test_curves: dict[str, Any] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def backbone(self) -> nn.Module | None:
+        """Everything but the replaced last layer (a view: not registered, so no duplicate weights)."""
+        head = ARCHS[self.hparams.model["arch"]][0]
+        if head == "fc":
+            return nn.ModuleList([m for name, m in self.net.named_children() if name != "fc"])
+        return nn.ModuleList([self.net.features, *list(self.net.classifier)[:6]])
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        return self.normalize(images), labels, images
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _eval_step(self, batch: Any, stage: str) -> None:
+        x, y, raw = batch
+        logits = self(x)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
+        probs = logits.float().softmax(dim=1)
+        (self.val_metrics if stage == "val" else self.test_metrics).update(probs, y)
+        if stage == "val" and self._grid is None:
+            self._grid = (raw[:GRID_SIZE].cpu(), y[:GRID_SIZE].cpu(), probs[:GRID_SIZE].argmax(1).cpu())
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metrics.compute()
+        self.val_metrics.reset()
+        grid, self._grid = self._grid, None
+        if self.trainer.sanity_checking:
+            return
+        self.log_dict(scalar_results(results, self.class_names, "val"))
+        writer, step = self.tensorboard, self.current_epoch
+        if writer is None:
+            return
+        writer.add_figure("val/confusion_matrix", confusion_figure(results["confusion"].cpu().numpy(), self.class_names), step)
+        writer.add_figure("val/roc", self._roc_figure(results), step)
+        if grid is not None:
+            writer.add_figure("val/predictions", self._prediction_grid(*grid), step)
+
+    def on_test_epoch_end(self) -> None:
+        results = self.test_metrics.compute()
+        self.test_metrics.reset()
+        self.test_results = scalar_results(results, self.class_names, "test")
+        self.log_dict(self.test_results)
+        self._test_curves = {k: v for k, v in results.items() if k in ("confusion", "roc", "acc_per_class", "auroc")}
+        self._test_curves["roc_auc"] = self._per_class_auc(results)
+        writer = self.tensorboard
+        if writer is not None:
+            writer.add_figure("test/confusion_matrix", confusion_figure(results["confusion"].cpu().numpy(), self.class_names))
+            writer.add_figure("test/roc", self._roc_figure(results))
+
+    def _per_class_auc(self, results: dict[str, Any]) -> list[float]:
+        fpr, tpr, _ = results["roc"]
+        return [float(torch.trapezoid(t.float(), f.float()).abs()) for f, t in zip(fpr, tpr, strict=True)]
+
+    def _roc_figure(self, results: dict[str, Any]) -> Any:
+        fpr, tpr, _ = results["roc"]
+        fpr = [f.cpu().numpy() for f in fpr]
+        tpr = [t.cpu().numpy() for t in tpr]
+        return roc_figure(fpr, tpr, self.class_names, self._per_class_auc(results))
+
+    def _prediction_grid(self, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor) -> Any:
+        titles = [f"{self.class_names[t]} -> {self.class_names[p]}" for t, p in zip(labels.tolist(), preds.tolist(), strict=True)]
+        colors = ["green" if t == p else "red" for t, p in zip(labels.tolist(), preds.tolist(), strict=True)]
+        return labelled_grid(images.numpy().astype(np.uint8), titles, colors)
+
+    def write_report(self, out_dir: Path) -> None:
+        """confusion_matrix.png and roc.png of the last test epoch."""
+        if not self._test_curves:
+            return
+        save_figure(confusion_figure(self._test_curves["confusion"].cpu().numpy(), self.class_names), out_dir / "confusion_matrix.png")
+        save_figure(self._roc_figure(self._test_curves), out_dir / "roc.png")
+
+    def format_report(self) -> str:
+        r = self.test_results
+        lines = [f"accuracy (micro) {r['test/acc']:.4f}   ROC-AUC (macro, one-vs-rest) {r['test/auroc']:.4f}", ""]
+        aucs = self._test_curves.get("roc_auc", [float("nan")] * len(self.class_names))
+        width = max(len(n) for n in self.class_names)
+        lines.append(f"{'class':<{width}}  accuracy  ROC-AUC")
+        for name, auc in zip(self.class_names, aucs, strict=True):
+            lines.append(f"{name:<{width}}  {r[f'test/acc_class/{name}']:8.4f}  {auc:7.4f}")
+        return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""torchvision classifiers with the last layer replaced for a new number of classes."""
+
+from __future__ import annotations
+
+import torchvision
+from torch import nn
+
+from tasks.nets.weights import load_state_dict_file, resolve_weights_file
+from visionlab.errors import ConfigError
+
+#: arch -> (attribute path of the layer to replace, prefix of the backbone inside the model)
+ARCHS: dict[str, tuple[str, str]] = {
+    "alexnet": ("classifier.6", "features"),
+    "vgg16": ("classifier.6", "features"),
+    "vgg16_bn": ("classifier.6", "features"),
+    "resnet18": ("fc", ""),
+    "resnet34": ("fc", ""),
+    "resnet50": ("fc", ""),
+}
+
+
+def build_classifier(arch: str, num_classes: int, weights: str | None = None, dropout: float | None = None) -> nn.Module:
+    """The torchvision network `arch` with its last layer (AlexNet/VGG `classifier[6]`, ResNet `fc`)
+    replaced by a fresh Linear for `num_classes`, optionally initialised from local weights."""
+    if arch not in ARCHS:
+        raise ConfigError(f"model.arch={arch!r} is not a finetune model; expected one of {sorted(ARCHS)}")
+    if num_classes < 2:
+        raise ConfigError(f"model.num_classes={num_classes}: a classifier needs at least 2 classes")
+    kwargs = {"dropout": float(dropout)} if dropout is not None and not arch.startswith("resnet") else {}
+    model = torchvision.models.get_model(arch, weights=None, **kwargs)
+    if weights:
+        load_state_dict_file(model, resolve_weights_file(arch, weights))
+    head_path, _ = ARCHS[arch]
+    parent_path, _, attr = head_path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    old = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
+    new = nn.Linear(old.in_features, num_classes)
+    if attr.isdigit():
+        parent[int(attr)] = new
+    else:
+        setattr(parent, attr, new)
+    return model
+
+
+def head_parameters_prefix(arch: str) -> str:
+    """State-dict prefix of the replaced layer (e.g. `classifier.6`), the part never frozen."""
+    return ARCHS[arch][0]

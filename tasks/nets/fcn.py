@@ -1,0 +1,130 @@
+"""FCN for semantic segmentation: a torchvision ResNet encoder and a transposed-convolution decoder.
+
+The encoder keeps torchvision's module names (conv1, bn1, layer1..layer4; no avgpool/fc), so an
+ImageNet ResNet state dict loads into `model.encoder` with its `fc.*` keys skipped
+(`tasks.nets.weights.load_state_dict_file(model.encoder, path, skip_prefixes=("fc.",))`).
+The network itself never downloads weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision import models
+
+from visionlab.errors import ConfigError
+
+ENCODERS = ("resnet18", "resnet34", "resnet50")
+STRIDE = 32  # the encoder's output stride: inputs are padded to a multiple of it
+
+
+class ResNetEncoder(nn.Module):
+    """A torchvision ResNet up to layer4 (stride 32), without pooling and classifier."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        if name not in ENCODERS:
+            raise ConfigError(f"model.encoder={name!r}: expected one of {list(ENCODERS)}")
+        net = getattr(models, name)(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.out_channels: int = net.fc.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def bilinear_kernel(size: int = 4) -> torch.Tensor:
+    """The (size, size) kernel with which a stride size/2 transposed convolution upsamples bilinearly."""
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 == 1 else factor - 0.5
+    ramp = 1 - (torch.arange(size, dtype=torch.float32) - centre).abs() / factor
+    return ramp[:, None] * ramp[None, :]
+
+
+def init_bilinear_(conv: nn.ConvTranspose2d) -> None:
+    """Initialise `conv` to upsample bilinearly, mapping channels as evenly as the shapes allow.
+
+    in == out: each channel upsamples itself. in > out: output channel o upsamples the mean of the
+    input channels i with i * out // in == o. in < out: output channel o copies input o * in // out.
+    """
+    c_in, c_out, k, _ = conv.weight.shape
+    kernel = bilinear_kernel(k)
+    weight = torch.zeros_like(conv.weight)
+    if c_in >= c_out:
+        groups = torch.arange(c_in) * c_out // c_in
+        counts = torch.bincount(groups, minlength=c_out).float()
+        weight[torch.arange(c_in), groups] = kernel / counts[groups, None, None]
+    else:
+        weight[torch.arange(c_out) * c_in // c_out, torch.arange(c_out)] = kernel
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+
+
+def _up_block(c_in: int, c_out: int) -> nn.Sequential:
+    conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False)
+    init_bilinear_(conv)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class FCN(nn.Module):
+    """ResNet encoder -> `len(decoder_channels)` x2 upsampling blocks (ConvT k4 s2 p1 + BN + ReLU)
+    -> optional Dropout2d -> 1x1 classifier conv. Returns logits (N, num_classes, H, W).
+
+    With the default 5 blocks the decoder returns to full resolution; with fewer, the logits are
+    upsampled bilinearly the rest of the way. Inputs whose H or W is not a multiple of 32 are
+    zero-padded (bottom/right) and the output is cropped back, so any input size works.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 9,
+        encoder: str = "resnet18",
+        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 1 <= len(decoder_channels) <= 5:
+            raise ConfigError(f"model.decoder_channels={list(decoder_channels)}: expected 1 to 5 widths")
+        self.encoder_backbone_name = encoder
+        self.encoder = ResNetEncoder(encoder)
+        widths = [self.encoder.out_channels, *decoder_channels]
+        self.decoder = nn.Sequential(*(_up_block(a, b) for a, b in pairwise(widths)))
+        self.head = nn.Sequential(
+            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+            nn.Conv2d(widths[-1], num_classes, kernel_size=1),
+        )
+        self.encoder_frozen = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % STRIDE, -width % STRIDE
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        logits = self.head(self.decoder(self.encoder(x)))
+        if logits.shape[-2:] != x.shape[-2:]:
+            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :height, :width]
+
+    def train(self, mode: bool = True) -> FCN:
+        """Set training mode, keeping a frozen encoder (and so its BatchNorm statistics) in eval mode."""
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+
+def freeze_encoder(model: FCN, frozen: bool) -> None:
+    """Freeze (or unfreeze) the encoder: no gradients, and BatchNorm running statistics left unchanged.
+
+    While frozen, `model.train()` keeps the encoder in eval mode, so the BN statistics survive the
+    trainer switching modes every epoch. The flag is not saved in checkpoints: re-apply it on resume.
+    """
+    model.encoder_frozen = frozen
+    model.encoder.requires_grad_(not frozen)
+    model.train(model.training)

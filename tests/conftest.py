@@ -1,0 +1,55 @@
+"""Shared test helpers: compose the real configs with tiny data and a temporary run folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose `conf/<name>.yaml` with `overrides`, as the command line would."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+#: a finetune run small enough for 2 CPU cores: 12 classes x (6, 3, 3) images of 32 px
+TINY_FINETUNE = [
+    "task=finetune",
+    "data.image_size=32",
+    "data.synthetic.image_size=32",
+    "data.synthetic.per_class={train: 6, val: 3, test: 3}",
+    "data.batch_size=24",
+    "data.num_workers=0",
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data dir per test session, so embedded sets are generated once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
+    """`make_cfg(*overrides, name="train", run="run")` -> config writing into tmp_path/run."""
+
+    def make(*overrides: str, name: str = "train", run: str = "run", base: list[str] | None = None) -> DictConfig:
+        base = TINY_FINETUNE if base is None else base
+        return compose_config(
+            name, [*base, f"paths.data_dir={data_dir}", f"paths.run_dir={tmp_path / run}", *overrides]
+        )
+
+    return make

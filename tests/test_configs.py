@@ -1,0 +1,62 @@
+"""Every config file composes, and the keys the framework relies on are present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF_DIR, compose_config
+
+CONF = Path(CONF_DIR)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("task", options("task"))
+@pytest.mark.parametrize("entry", ["train", "evaluate"])
+def test_each_task_composes(task: str, entry: str) -> None:
+    extra = ["ckpt_path=x.ckpt"] if entry == "evaluate" else []
+    cfg = compose_config(entry, [f"task={task}", *extra])
+    assert cfg.task_name == task
+    for key in ("model", "data", "optimizer", "monitor", "trainer", "paths"):
+        assert key in cfg, f"task={task} lacks {key}"
+    OmegaConf.to_container(cfg.data, resolve=True)
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_each_experiment_composes(experiment: str) -> None:
+    cfg = compose_config("train", [f"experiment={experiment}"])
+    assert cfg.task_name in experiment
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks", "debug"])
+def test_each_group_option_composes(group: str) -> None:
+    for option in options(group):
+        cfg = compose_config("train", [f"{group}={option}"])
+        assert cfg.trainer.max_epochs >= 1
+
+
+def test_finetune_models_are_selectable() -> None:
+    for arch in ("alexnet", "vgg16", "resnet18"):
+        assert compose_config("train", [f"model={arch}"]).model.arch == arch
+
+
+def test_experiments_reproduce_the_reference_comparison() -> None:
+    alex = compose_config("train", ["experiment=finetune_alexnet"])
+    vgg = compose_config("train", ["experiment=finetune_vgg16"])
+    assert (alex.model.arch, vgg.model.arch) == ("alexnet", "vgg16")
+    assert alex.optimizer == vgg.optimizer and alex.optimizer.name == "sgd"
+    assert alex.data == vgg.data
+
+
+def test_stage_is_a_top_level_integer() -> None:
+    assert compose_config("train", ["stage=3"]).stage == 3
+
+
+def test_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISIONLAB_DATA_DIR", "/somewhere/data")
+    assert compose_config("train", []).paths.data_dir == "/somewhere/data"

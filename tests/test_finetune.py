@@ -1,0 +1,180 @@
+"""`finetune` end to end on the embedded set: training, evaluation parity, resume, determinism,
+freezing, checkpoints that load with weights_only, TensorBoard output, and clear bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from datamodules.folder import index_class_folders
+from tasks.finetune import FinetuneTask
+from visionlab.errors import ConfigError, DataError
+from visionlab.runner import evaluate, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """One tiny two-epoch run shared by the tests that read its folder."""
+    from tests.conftest import TINY_FINETUNE, compose_config
+
+    run = tmp_path_factory.mktemp("trained")
+    cfg = compose_config("train", [*TINY_FINETUNE, f"paths.data_dir={data_dir}", f"paths.run_dir={run}"])
+    train(cfg)
+    return run
+
+
+def test_run_folder_holds_config_checkpoints_events_and_metrics(trained: Path) -> None:
+    assert (trained / "config.yaml").is_file()
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (trained / "checkpoints" / "best.ckpt").is_file()
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert "test/acc_class/circle" in metrics and "test/auroc" in metrics
+
+
+def test_tensorboard_has_scalars_figures_and_hparams(trained: Path) -> None:
+    acc = EventAccumulator(str(trained / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/acc", "val/acc", "val/auroc", "test/acc", "time/epoch_s", "final/test/acc"):
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert any(t.startswith("lr-") for t in scalars)
+    images = set(acc.Tags()["images"])
+    assert {"val/confusion_matrix", "val/roc", "val/predictions"} <= images
+    plugins = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugins and "_hparams_/experiment" in plugins
+
+
+def test_evaluate_reproduces_the_training_test_numbers(trained: Path, make_cfg) -> None:
+    trained_metrics = json.loads((trained / "metrics.json").read_text())
+    cfg = make_cfg(f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", name="evaluate", run="eval",
+                   base=[b for b in _tiny() if "max_epochs" not in b])
+    results = evaluate(cfg)
+    assert results["test/acc"] == pytest.approx(trained_metrics["test/acc"], abs=1e-6)
+    assert results["test/auroc"] == pytest.approx(trained_metrics["test/auroc"], abs=1e-6)
+    out = Path(cfg.paths.run_dir)
+    assert json.loads((out / "metrics.json").read_text())["test/acc"] == results["test/acc"]
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert (out / "roc.png").stat().st_size > 1000
+
+
+def test_checkpoint_loads_with_weights_only_and_keeps_class_names(trained: Path) -> None:
+    state = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["task_name"] == "finetune"
+    assert state["hyper_parameters"]["data_info"]["class_names"][:2] == ["arrow", "circle"]
+    module = FinetuneTask.load_from_checkpoint(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    assert module.class_names == state["hyper_parameters"]["data_info"]["class_names"]
+
+
+def test_resume_continues_from_the_saved_epoch(trained: Path, make_cfg) -> None:
+    cfg = make_cfg(f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=3", "run_test=false",
+                   run="resumed")
+    train(cfg)
+    state = torch.load(Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    before = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    assert before["epoch"] == 1 and state["epoch"] == 2
+    assert state["global_step"] == before["global_step"] * 3 // 2
+    assert state["lr_schedulers"][0]["last_epoch"] == 3
+
+
+def test_same_seed_gives_identical_metrics(make_cfg) -> None:
+    runs = [train(make_cfg("seed=7", "trainer.max_epochs=1", "run_test=false", run=f"r{i}")) for i in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(make_cfg) -> None:
+    from visionlab.runner import build_datamodule, build_trainer
+
+    cfg = make_cfg("model.freeze_backbone=true", "trainer.max_epochs=1", "+trainer.limit_val_batches=0")
+    dm = build_datamodule(cfg)
+    module = FinetuneTask.from_config(cfg, dm.info())
+    before = {k: v.clone() for k, v in module.net.state_dict().items()}
+    build_trainer(cfg, [], False).fit(module, datamodule=dm)
+    after = module.net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}, changed  # BN running stats included in "unchanged"
+
+
+def test_unfreeze_epoch_trains_the_backbone_again(make_cfg) -> None:
+    cfg = make_cfg("model.freeze_backbone=true", "model.unfreeze_epoch=1")
+    module = FinetuneTask.from_config(cfg, {"class_names": [str(i) for i in range(12)]})
+    assert module.backbone_frozen(epoch=0) and not module.backbone_frozen(epoch=1)
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+def test_missing_root_is_a_clear_error(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        train(make_cfg(f"data.root={tmp_path / 'nowhere'}"))
+
+
+def test_empty_class_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "dog").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "dog" / "a.png")
+    with pytest.raises(DataError, match=r"cat is an empty class folder"):
+        index_class_folders(tmp_path)
+
+
+def test_corrupt_image_names_its_file(make_cfg, tmp_path: Path) -> None:
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=r"broken\.png"):
+        train(make_cfg(f"data.root={tmp_path}", "data.split_fractions=[0.5,0.25,0.25]"))
+
+
+def test_user_folders_without_splits_are_split_reproducibly(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(20):
+            Image.new("RGB", (8, 8)).save(tmp_path / name / f"{i}.png")
+    first = index_class_folders(tmp_path, (0.6, 0.2, 0.2), seed=3)
+    second = index_class_folders(tmp_path, (0.6, 0.2, 0.2), seed=3)
+    assert {s: len(v) for s, v in first.samples.items()} == {"train": 24, "val": 8, "test": 8}
+    assert first.samples == second.samples
+    assert first.class_names == ["a", "b"]
+
+
+def test_num_classes_disagreeing_with_folders(make_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"model.num_classes=5 but the data has 12"):
+        train(make_cfg("model.num_classes=5"))
+
+
+def test_unknown_arch(make_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"model.arch='lenet'"):
+        train(make_cfg("model.arch=lenet"))
+
+
+def test_missing_pretrained_weights_explain_where_to_put_them(make_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"nothing is downloaded"):
+        train(make_cfg("model.weights=IMAGENET1K_V1", "model.arch=alexnet"))
+
+
+def test_config_mistakes_print_one_line_not_a_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "train.py", "model.arch=lenet", f"hydra.run.dir={tmp_path}",
+         f"paths.data_dir={tmp_path / 'data'}", "data.synthetic.per_class={train: 1, val: 1, test: 1}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "error: model.arch='lenet' is not a finetune model" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _tiny() -> list[str]:
+    from tests.conftest import TINY_FINETUNE
+
+    return TINY_FINETUNE

@@ -1,0 +1,41 @@
+"""Callbacks of the framework, built by name from `conf/callbacks/*.yaml`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+from visionlab.errors import ConfigError
+
+
+class EpochTimer(Callback):
+    """Logs `time/epoch_s`: wall time of each training epoch (validation excluded)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.log("time/epoch_s", time.perf_counter() - self._start, on_epoch=True, on_step=False)
+
+
+CALLBACKS: dict[str, type[Callback]] = {
+    "checkpoint": ModelCheckpoint,
+    "lr_monitor": LearningRateMonitor,
+    "epoch_timer": EpochTimer,
+    "early_stopping": EarlyStopping,
+}
+
+
+def build_callbacks(specs: dict[str, Any] | None) -> list[Callback]:
+    """One callback per non-null entry of `callbacks`, keyed by the names in CALLBACKS."""
+    callbacks: list[Callback] = []
+    for name, kwargs in (specs or {}).items():
+        if kwargs is None:
+            continue
+        if name not in CALLBACKS:
+            raise ConfigError(f"callbacks.{name} is not known; expected one of {sorted(CALLBACKS)}")
+        callbacks.append(CALLBACKS[name](**kwargs))
+    return callbacks

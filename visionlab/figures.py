@@ -1,0 +1,72 @@
+"""Matplotlib figures shared by the tasks: written to TensorBoard and, by evaluate.py, as PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "confusion matrix") -> Figure:
+    """Counts with row-normalised colour (rows = true class, columns = predicted)."""
+    matrix = np.asarray(matrix)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(n), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_figure(
+    fpr: Sequence[np.ndarray], tpr: Sequence[np.ndarray], class_names: Sequence[str], aucs: Sequence[float]
+) -> Figure:
+    """One-vs-rest ROC curve per class with its AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for f, t, name, auc in zip(fpr, tpr, class_names, aucs, strict=True):
+        ax.plot(np.asarray(f), np.asarray(t), lw=1, label=f"{name} ({auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.5)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, one class vs rest")
+    ax.legend(fontsize=6, loc="lower right", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def labelled_grid(images: np.ndarray, titles: Sequence[str], colors: Sequence[str], cols: int = 8) -> Figure:
+    """A grid of uint8 HWC images, each with a coloured title (e.g. green = correct, red = wrong)."""
+    n = len(images)
+    rows = max(1, int(np.ceil(n / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title, color in zip(axes.flat, images, titles, colors, strict=False):
+        ax.imshow(img.squeeze(), cmap="gray" if img.ndim == 2 or img.shape[-1] == 1 else None)
+        ax.set_title(title, fontsize=7, color=color)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write `fig` as PNG and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

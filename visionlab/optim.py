@@ -1,0 +1,65 @@
+"""Optimizers and learning-rate schedules built from plain config dicts (primitives only)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from visionlab.errors import ConfigError
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULERS = ("none", "cosine", "step", "plateau")
+
+
+def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """`cfg` = {name: sgd|adam|adamw, lr, ...}; other keys go to the torch optimizer unchanged."""
+    cfg = dict(cfg)
+    name = str(cfg.pop("name", "sgd")).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name={name!r} is not known; expected one of {sorted(OPTIMIZERS)}")
+    if name != "sgd":
+        cfg.pop("momentum", None)
+        cfg.pop("nesterov", None)
+    if float(cfg.get("lr", 0)) <= 0:
+        raise ConfigError(f"optimizer.lr={cfg.get('lr')} must be a positive number")
+    try:
+        return OPTIMIZERS[name](list(param_groups), **cfg)
+    except TypeError as err:
+        raise ConfigError(f"optimizer: {err} (keys given: {sorted(cfg)})") from None
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: dict[str, Any] | None, max_epochs: int, monitor: str
+) -> dict[str, Any] | None:
+    """Lightning's lr_scheduler dict for `cfg` = {name: none|cosine|step|plateau, ...}, stepped per epoch."""
+    cfg = dict(cfg or {})
+    name = str(cfg.pop("name", "none")).lower()
+    if name in ("none", "null"):
+        return None
+    if name == "cosine":
+        warmup = int(cfg.get("warmup_epochs", 0))
+        total = max(int(max_epochs), 1)
+
+        def factor(epoch: int) -> float:
+            if epoch < warmup:
+                return (epoch + 1) / (warmup + 1)
+            progress = (epoch - warmup) / max(total - warmup, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    elif name == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=int(cfg.get("step_size", 10)), gamma=float(cfg.get("gamma", 0.1))
+        )
+    elif name == "plateau":
+        mode = "max" if cfg.get("mode", "max") == "max" else "min"
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode=mode, factor=float(cfg.get("gamma", 0.1)), patience=int(cfg.get("patience", 3))
+        )
+        return {"scheduler": scheduler, "interval": "epoch", "monitor": monitor}
+    else:
+        raise ConfigError(f"scheduler.name={name!r} is not known; expected one of {list(SCHEDULERS)}")
+    return {"scheduler": scheduler, "interval": "epoch"}

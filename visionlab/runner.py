@@ -1,0 +1,204 @@
+"""`train(cfg)` and `evaluate(cfg)`: the whole life of a run, callable from tests and entry points."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from visionlab.callbacks import build_callbacks
+from visionlab.errors import ConfigError, DataError
+from visionlab.registry import task_classes
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train `cfg.task_name`, test the best checkpoint, and return the value of `cfg.optimized_metric`."""
+    run_dir = prepare_run_dir(cfg)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module_cls, _ = task_classes(cfg.task_name)
+    datamodule = build_datamodule(cfg)
+    module = module_cls.from_config(cfg, datamodule.info())
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, build_callbacks(_plain(cfg.get("callbacks"))), loggers)
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg), weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["time/train_s"] = time.perf_counter() - started
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics[f"best/{cfg.monitor.metric}"] = float(checkpoint.best_model_score)
+
+    if cfg.get("run_test", True) and not trainer.fast_dev_run:
+        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        metrics.update(module.test_results)
+    elif cfg.get("run_test", True):
+        trainer.test(module, datamodule=datamodule)
+        metrics.update(module.test_results)
+
+    log_final_hparams(loggers, cfg, metrics)
+    write_json(run_dir / "metrics.json", metrics)
+    log.info("run folder: %s", run_dir)
+    value = metrics.get(cfg.get("optimized_metric") or "", None)
+    return value if value is None or math.isfinite(value) else None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test `cfg.ckpt_path` on `cfg.split`; write metrics.json and figures into the run folder."""
+    run_dir = prepare_run_dir(cfg)
+    ckpt = Path(str(cfg.ckpt_path)).expanduser()
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a file; give the path of a .ckpt written by train.py")
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    module_cls, _ = task_classes(cfg.task_name)
+    module = load_task_checkpoint(module_cls, ckpt, cfg.task_name)
+    datamodule = build_datamodule(cfg, module.hparams.get("data_info"))
+    expected = module.hparams.get("data_info", {}).get("class_names")
+    found = datamodule.info().get("class_names")
+    if expected is not None and found is not None and list(expected) != list(found):
+        raise DataError(f"the data has classes {found} but {ckpt} was trained on {expected}")
+    trainer = build_trainer(cfg, [], False)
+    if cfg.get("split", "test") == "val":
+        trainer.validate(module, datamodule=datamodule)
+        results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    else:
+        trainer.test(module, datamodule=datamodule)
+        results = dict(module.test_results)
+    module.write_report(run_dir)
+    write_json(run_dir / "metrics.json", results)
+    print(f"\n{cfg.task_name}: {ckpt} on the {cfg.get('split', 'test')} split\n")
+    print(module.format_report())
+    print(f"\nwritten: {run_dir}/metrics.json")
+    return results
+
+
+def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
+    """Load a checkpoint with weights_only=True; a checkpoint of another task is a clear error."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise DataError(f"{ckpt}: not a loadable checkpoint (weights_only=True refused or failed: {err})") from None
+    saved_task = state.get("task_name") if isinstance(state, dict) else None
+    if saved_task != task_name:
+        raise ConfigError(f"{ckpt} is not a {task_name} checkpoint (task: {saved_task or 'unknown'})")
+    try:
+        return module_cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True, load_pretrained=False)
+    except RuntimeError as err:
+        raise ConfigError(f"{ckpt}: its weights do not fit the {task_name} model ({str(err).splitlines()[0]})") from None
+
+
+def prepare_run_dir(cfg: DictConfig) -> Path:
+    """Create the run folder and write the resolved config into it."""
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    return run_dir
+
+
+def build_datamodule(cfg: DictConfig, trained_on: dict[str, Any] | None = None) -> pl.LightningDataModule:
+    """The task's DataModule from `cfg.data`, prepared and set up (class names are needed to build
+    the model). For evaluation, `trained_on` supplies the image size the checkpoint expects."""
+    _, data_cls = task_classes(cfg.task_name)
+    kwargs = _plain(cfg.data)
+    if trained_on and "image_size" in trained_on and "image_size" in kwargs:
+        kwargs["image_size"] = trained_on["image_size"]
+    try:
+        datamodule = data_cls(data_dir=str(Path(cfg.paths.data_dir).expanduser().resolve()), **kwargs)
+    except TypeError as err:
+        raise ConfigError(f"data: {err}") from None
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """TensorBoard and/or CSV loggers from `cfg.logger` (null = none)."""
+    kinds = {"tensorboard": TensorBoardLogger, "csv": CSVLogger}
+    loggers: list[Logger] = []
+    for name, kwargs in (_plain(cfg.get("logger")) or {}).items():
+        if kwargs is None:
+            continue
+        if name not in kinds:
+            raise ConfigError(f"logger.{name} is not known; expected one of {sorted(kinds)}")
+        if name == "tensorboard":
+            kwargs.setdefault("default_hp_metric", False)
+        loggers.append(kinds[name](**kwargs))
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] | bool) -> pl.Trainer:
+    """A Trainer from `cfg.trainer`; an unknown key is a ConfigError naming it."""
+    kwargs = _plain(cfg.trainer)
+    if kwargs.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator=gpu but no CUDA device is visible; use trainer=cpu")
+    torch.set_float32_matmul_precision("high")
+    try:
+        return pl.Trainer(
+            **kwargs, callbacks=callbacks, logger=loggers, default_root_dir=str(cfg.paths.run_dir),
+            enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
+        )
+    except TypeError as err:
+        raise ConfigError(f"trainer: {err}") from None
+
+
+def log_final_hparams(loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Hyperparameters with the run's final metrics, so TensorBoard's HPARAMS tab can compare runs."""
+    params = flatten_config(cfg)
+    final = {f"final/{k}": v for k, v in metrics.items() if math.isfinite(v)}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(params, metrics=final)
+            logger.experiment.flush()
+
+
+def flatten_config(cfg: DictConfig) -> dict[str, Any]:
+    """`model/arch`-style keys with scalar values (lists as text) for the hparams table."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    tree = {k: v for k, v in tree.items() if k not in ("paths", "hydra", "logger", "callbacks")}
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}/{key}" if prefix else str(key))
+        elif isinstance(node, (int, float, str, bool)):
+            flat[prefix] = node
+        else:
+            flat[prefix] = str(node)
+
+    walk(tree, "")
+    return flat
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` atomically (temporary file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _resume_path(cfg: DictConfig) -> str | None:
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return None
+    if not Path(str(ckpt)).expanduser().is_file():
+        raise ConfigError(f"ckpt_path={ckpt} is not a file; give a checkpoint to resume from, e.g. <run>/checkpoints/last.ckpt")
+    return str(Path(str(ckpt)).expanduser())
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
