@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,17 +43,29 @@ def check_fractions(key: str, fractions: Sequence[float]) -> tuple[float, float,
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool, drop_last: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    pin_memory: bool,
+    drop_last: bool = False,
 ) -> DataLoader:
     """A DataLoader with persistent workers and prefetching when workers are used."""
     extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-        pin_memory=pin_memory, drop_last=drop_last, **extra,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        **extra,
     )
 
 
-def decode_all(items: Sequence[Any], load: Callable[[Any], np.ndarray], threads: int | None = None) -> np.ndarray:
+def decode_all(
+    items: Sequence[Any], load: Callable[[Any], np.ndarray], threads: int | None = None
+) -> np.ndarray:
     """Decode every item with `load` (in threads: PIL releases the GIL) and stack into one uint8 array."""
     threads = threads or max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(threads) as pool:

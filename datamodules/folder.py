@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from datamodules.common import (
 from datamodules.io import list_images, read_image
 from datamodules.synthetic import ensure_generated
 from datamodules.synthetic.shapes import generate_shapes
-from datamodules.transforms import build_augment, resize_short_side_center_crop
+from datamodules.transforms import SeededAugment, build_augment, resize_short_side_center_crop
 from visionlab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -52,8 +51,10 @@ def index_class_folders(
     only) is carved from train per class by `fractions`, with `seed`, so the split is reproducible."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"data.root={root} does not exist or is not a folder; expected <root>/<class>/*.png "
-                        "or <root>/{train,val,test}/<class>/*.png")
+        raise DataError(
+            f"data.root={root} does not exist or is not a folder; expected <root>/<class>/*.png "
+            "or <root>/{train,val,test}/<class>/*.png"
+        )
     present = [s for s in SPLITS if (root / s).is_dir()]
     if present and "train" not in present:
         raise DataError(f"{root} has {present} but no train/ folder")
@@ -69,9 +70,15 @@ def index_class_folders(
 
 
 def _read_split(folder: Path, class_names: list[str]) -> list[tuple[Path, int]]:
-    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in class_names and not p.name.startswith("."))
+    extra = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.is_dir() and p.name not in class_names and not p.name.startswith(".")
+    )
     if extra:
-        raise DataError(f"{folder} has class folders {extra} that train/ does not have; the classes must match")
+        raise DataError(
+            f"{folder} has class folders {extra} that train/ does not have; the classes must match"
+        )
     items: list[tuple[Path, int]] = []
     for label, name in enumerate(class_names):
         class_dir = folder / name
@@ -79,13 +86,19 @@ def _read_split(folder: Path, class_names: list[str]) -> list[tuple[Path, int]]:
             continue
         images = list_images(class_dir)
         if not images:
-            raise DataError(f"{class_dir} is an empty class folder (no .png/.jpg images); add images or remove it")
+            raise DataError(
+                f"{class_dir} is an empty class folder (no .png/.jpg images); add images or remove it"
+            )
         items += [(p, label) for p in images]
     return items
 
 
 def _carve(
-    train: list[tuple[Path, int]], num_classes: int, fractions: tuple[float, float, float], missing: list[str], seed: int
+    train: list[tuple[Path, int]],
+    num_classes: int,
+    fractions: tuple[float, float, float],
+    missing: list[str],
+    seed: int,
 ) -> dict[str, list[tuple[Path, int]]]:
     """Move a stratified, seeded share of `train` into each missing split."""
     rng = np.random.default_rng(seed)
@@ -110,7 +123,7 @@ class ImageFolderDataset(Dataset):
     """(uint8 HWC image, class index) pairs; images from a decoded cache or decoded on access."""
 
     def __init__(
-        self, items: list[tuple[Path, int]], image_size: int, augment: A.Compose | None, cache: bool
+        self, items: list[tuple[Path, int]], image_size: int, augment: SeededAugment | None, cache: bool
     ) -> None:
         self.paths = [p for p, _ in items]
         self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
@@ -186,24 +199,39 @@ class FolderDataModule(pl.LightningDataModule):
                 self.index.samples[split], self.image_size, augment, self.cache_images
             )
         sizes = {s: len(d) for s, d in self.datasets.items()}
-        log.info("%s: %d classes, images per split %s", self.resolved_root, len(self.index.class_names), sizes)
+        log.info(
+            "%s: %d classes, images per split %s", self.resolved_root, len(self.index.class_names), sizes
+        )
         if not sizes["train"]:
             raise DataError(f"{self.resolved_root}: the train split is empty")
 
     def info(self) -> dict[str, Any]:
         """What the model must know about the data (stored in its hyperparameters)."""
         assert self.index is not None, "call setup() first"
-        return {"class_names": self.index.class_names, "mean": self.mean, "std": self.std,
-                "image_size": self.image_size, "root": str(self.resolved_root)}
+        return {
+            "class_names": self.index.class_names,
+            "mean": self.mean,
+            "std": self.std,
+            "image_size": self.image_size,
+            "root": str(self.resolved_root),
+        }
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["train"], self.batch_size, True, self.num_workers, self.pin_memory,
-                           drop_last=len(self.datasets["train"]) > self.batch_size)
+        return make_loader(
+            self.datasets["train"],
+            self.batch_size,
+            True,
+            self.num_workers,
+            self.pin_memory,
+            drop_last=len(self.datasets["train"]) > self.batch_size,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
 
     def test_dataloader(self) -> DataLoader:
         if not len(self.datasets["test"]):
-            raise DataError(f"{self.resolved_root}: the test split is empty; add test/ images or a test fraction")
+            raise DataError(
+                f"{self.resolved_root}: the test split is empty; add test/ images or a test fraction"
+            )
         return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
 import numpy as np
+import torch
 from PIL import Image
 
 from visionlab.errors import ConfigError
 
 
-def build_augment(specs: Sequence[dict[str, Any]] | None, key: str = "data.augment", **compose_kwargs: Any) -> A.Compose | None:
-    """An `A.Compose` from `[{name: HorizontalFlip, p: 0.5}, ...]`; None when the list is empty.
+def build_augment(
+    specs: Sequence[dict[str, Any]] | None, key: str = "data.augment", **compose_kwargs: Any
+) -> SeededAugment | None:
+    """A seeded `A.Compose` from `[{name: HorizontalFlip, p: 0.5}, ...]`; None when the list is empty.
 
     `compose_kwargs` pass keypoint/bbox params; an unknown transform name or a bad argument is a
     ConfigError naming `key[i]`.
@@ -31,8 +35,10 @@ def build_augment(specs: Sequence[dict[str, Any]] | None, key: str = "data.augme
             transforms.append(cls(**spec))
         except Exception as err:  # pydantic ValidationError or TypeError: both mean bad arguments
             first = str(err).strip().splitlines()
-            raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {' '.join(first[:3])}") from None
-    return A.Compose(transforms, **compose_kwargs)
+            raise ConfigError(
+                f"{key}[{i}] ({name}): invalid arguments {spec}: {' '.join(first[:3])}"
+            ) from None
+    return SeededAugment(A.Compose(transforms, **compose_kwargs))
 
 
 def resize_short_side_center_crop(image: np.ndarray, size: int) -> np.ndarray:
@@ -43,3 +49,23 @@ def resize_short_side_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     pil = Image.fromarray(image).resize((nw, nh), Image.BILINEAR)
     top, left = (nh - size) // 2, (nw - size) // 2
     return np.asarray(pil)[top : top + size, left : left + size]
+
+
+class SeededAugment:
+    """An Albumentations pipeline seeded from torch's seed in each process that runs it.
+
+    Albumentations keeps its own random state, untouched by `seed_everything`; seeding it from
+    `torch.initial_seed()` on first use in each process (main or DataLoader worker, whose seeds
+    Lightning derives from the global seed) makes augmentation reproducible and different per worker.
+    """
+
+    def __init__(self, compose: A.Compose) -> None:
+        self.compose = compose
+        self._seeded_pid: int | None = None
+
+    def __call__(self, **data: Any) -> dict[str, Any]:
+        pid = os.getpid()
+        if self._seeded_pid != pid:
+            self.compose.set_random_seed(torch.initial_seed() % 2**32)
+            self._seeded_pid = pid
+        return self.compose(**data)

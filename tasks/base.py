@@ -124,6 +124,10 @@ class TaskModule(pl.LightningModule):
         """Build the module for training from the composed config; tasks with extra keys override."""
         return cls(**module_kwargs(cfg, data_info))
 
+    def configure_evaluation(self, cfg: Any) -> None:
+        """Called by evaluate.py before testing a loaded checkpoint, with the evaluate config
+        (e.g. extra folders to evaluate on); default: nothing."""
+
     def write_report(self, out_dir: Path) -> None:
         """Write the figures of the last test epoch into `out_dir` (evaluate.py); tasks override."""
 

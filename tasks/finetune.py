@@ -47,7 +47,10 @@ class FinetuneTask(TaskModule):
                 f"({', '.join(self.class_names)}); set model.num_classes=null to follow the folders"
             )
         self.net = build_classifier(
-            model["arch"], int(num_classes), model.get("weights") if load_pretrained else None, model.get("dropout")
+            model["arch"],
+            int(num_classes),
+            model.get("weights") if load_pretrained else None,
+            model.get("dropout"),
         )
         self.train_acc = MulticlassAccuracy(int(num_classes), average="micro")
         self.val_metrics = classification_metrics(int(num_classes))
@@ -103,7 +106,11 @@ class FinetuneTask(TaskModule):
         writer, step = self.tensorboard, self.current_epoch
         if writer is None:
             return
-        writer.add_figure("val/confusion_matrix", confusion_figure(results["confusion"].cpu().numpy(), self.class_names), step)
+        writer.add_figure(
+            "val/confusion_matrix",
+            confusion_figure(results["confusion"].cpu().numpy(), self.class_names),
+            step,
+        )
         writer.add_figure("val/roc", self._roc_figure(results), step)
         if grid is not None:
             writer.add_figure("val/predictions", self._prediction_grid(*grid), step)
@@ -113,11 +120,16 @@ class FinetuneTask(TaskModule):
         self.test_metrics.reset()
         self.test_results = scalar_results(results, self.class_names, "test")
         self.log_dict(self.test_results)
-        self._test_curves = {k: v for k, v in results.items() if k in ("confusion", "roc", "acc_per_class", "auroc")}
+        self._test_curves = {
+            k: v for k, v in results.items() if k in ("confusion", "roc", "acc_per_class", "auroc")
+        }
         self._test_curves["roc_auc"] = self._per_class_auc(results)
         writer = self.tensorboard
         if writer is not None:
-            writer.add_figure("test/confusion_matrix", confusion_figure(results["confusion"].cpu().numpy(), self.class_names))
+            writer.add_figure(
+                "test/confusion_matrix",
+                confusion_figure(results["confusion"].cpu().numpy(), self.class_names),
+            )
             writer.add_figure("test/roc", self._roc_figure(results))
 
     def _per_class_auc(self, results: dict[str, Any]) -> list[float]:
@@ -131,7 +143,10 @@ class FinetuneTask(TaskModule):
         return roc_figure(fpr, tpr, self.class_names, self._per_class_auc(results))
 
     def _prediction_grid(self, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor) -> Any:
-        titles = [f"{self.class_names[t]} -> {self.class_names[p]}" for t, p in zip(labels.tolist(), preds.tolist(), strict=True)]
+        titles = [
+            f"{self.class_names[t]} -> {self.class_names[p]}"
+            for t, p in zip(labels.tolist(), preds.tolist(), strict=True)
+        ]
         colors = ["green" if t == p else "red" for t, p in zip(labels.tolist(), preds.tolist(), strict=True)]
         return labelled_grid(images.numpy().astype(np.uint8), titles, colors)
 
@@ -139,12 +154,18 @@ class FinetuneTask(TaskModule):
         """confusion_matrix.png and roc.png of the last test epoch."""
         if not self._test_curves:
             return
-        save_figure(confusion_figure(self._test_curves["confusion"].cpu().numpy(), self.class_names), out_dir / "confusion_matrix.png")
+        save_figure(
+            confusion_figure(self._test_curves["confusion"].cpu().numpy(), self.class_names),
+            out_dir / "confusion_matrix.png",
+        )
         save_figure(self._roc_figure(self._test_curves), out_dir / "roc.png")
 
     def format_report(self) -> str:
         r = self.test_results
-        lines = [f"accuracy (micro) {r['test/acc']:.4f}   ROC-AUC (macro, one-vs-rest) {r['test/auroc']:.4f}", ""]
+        lines = [
+            f"accuracy (micro) {r['test/acc']:.4f}   ROC-AUC (macro, one-vs-rest) {r['test/auroc']:.4f}",
+            "",
+        ]
         aucs = self._test_curves.get("roc_auc", [float("nan")] * len(self.class_names))
         width = max(len(n) for n in self.class_names)
         lines.append(f"{'class':<{width}}  accuracy  ROC-AUC")

@@ -46,7 +46,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
     """`make_cfg(*overrides, name="train", run="run")` -> config writing into tmp_path/run."""
 
-    def make(*overrides: str, name: str = "train", run: str = "run", base: list[str] | None = None) -> DictConfig:
+    def make(
+        *overrides: str, name: str = "train", run: str = "run", base: list[str] | None = None
+    ) -> DictConfig:
         base = TINY_FINETUNE if base is None else base
         return compose_config(
             name, [*base, f"paths.data_dir={data_dir}", f"paths.run_dir={tmp_path / run}", *overrides]

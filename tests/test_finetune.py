@@ -42,10 +42,20 @@ def test_run_folder_holds_config_checkpoints_events_and_metrics(trained: Path) -
 
 
 def test_tensorboard_has_scalars_figures_and_hparams(trained: Path) -> None:
-    acc = EventAccumulator(str(trained / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    acc = EventAccumulator(
+        str(trained / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
+    )
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    for tag in ("train/loss", "train/acc", "val/acc", "val/auroc", "test/acc", "time/epoch_s", "final/test/acc"):
+    for tag in (
+        "train/loss",
+        "train/acc",
+        "val/acc",
+        "val/auroc",
+        "test/acc",
+        "time/epoch_s",
+        "final/test/acc",
+    ):
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
     assert any(t.startswith("lr-") for t in scalars)
     images = set(acc.Tags()["images"])
@@ -56,8 +66,12 @@ def test_tensorboard_has_scalars_figures_and_hparams(trained: Path) -> None:
 
 def test_evaluate_reproduces_the_training_test_numbers(trained: Path, make_cfg) -> None:
     trained_metrics = json.loads((trained / "metrics.json").read_text())
-    cfg = make_cfg(f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}", name="evaluate", run="eval",
-                   base=[b for b in _tiny() if "max_epochs" not in b])
+    cfg = make_cfg(
+        f"ckpt_path={trained / 'checkpoints' / 'best.ckpt'}",
+        name="evaluate",
+        run="eval",
+        base=[b for b in _tiny() if "max_epochs" not in b],
+    )
     results = evaluate(cfg)
     assert results["test/acc"] == pytest.approx(trained_metrics["test/acc"], abs=1e-6)
     assert results["test/auroc"] == pytest.approx(trained_metrics["test/auroc"], abs=1e-6)
@@ -76,18 +90,24 @@ def test_checkpoint_loads_with_weights_only_and_keeps_class_names(trained: Path)
 
 
 def test_resume_continues_from_the_saved_epoch(trained: Path, make_cfg) -> None:
-    cfg = make_cfg(f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "trainer.max_epochs=3", "run_test=false",
-                   run="resumed")
+    cfg = make_cfg(
+        f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}",
+        "trainer.max_epochs=3",
+        "run_test=false",
+        run="resumed",
+    )
     train(cfg)
     state = torch.load(Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     before = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
     assert before["epoch"] == 1 and state["epoch"] == 2
     assert state["global_step"] == before["global_step"] * 3 // 2
-    assert state["lr_schedulers"][0]["last_epoch"] == 3
+    assert state["lr_schedulers"][0]["last_epoch"] == 3  # the scheduler went on, not restarted
 
 
 def test_same_seed_gives_identical_metrics(make_cfg) -> None:
-    runs = [train(make_cfg("seed=7", "trainer.max_epochs=1", "run_test=false", run=f"r{i}")) for i in range(2)]
+    runs = [
+        train(make_cfg("seed=7", "trainer.max_epochs=1", "run_test=false", run=f"r{i}")) for i in range(2)
+    ]
     assert runs[0] == runs[1]
 
 
@@ -127,13 +147,14 @@ def test_empty_class_folder_is_named(tmp_path: Path) -> None:
 
 
 def test_corrupt_image_names_its_file(make_cfg, tmp_path: Path) -> None:
+    root = tmp_path / "images"
     for name in ("cat", "dog"):
-        (tmp_path / name).mkdir()
+        (root / name).mkdir(parents=True)
         for i in range(4):
-            Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(tmp_path / name / f"{i}.png")
-    (tmp_path / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(DataError, match=r"broken\.png"):
-        train(make_cfg(f"data.root={tmp_path}", "data.split_fractions=[0.5,0.25,0.25]"))
+            Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / name / f"{i}.png")
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match=r"broken\.png: cannot decode image"):
+        train(make_cfg(f"data.root={root}", "data.split_fractions=[0.5,0.25,0.25]"))
 
 
 def test_user_folders_without_splits_are_split_reproducibly(tmp_path: Path) -> None:
@@ -165,9 +186,18 @@ def test_missing_pretrained_weights_explain_where_to_put_them(make_cfg) -> None:
 
 def test_config_mistakes_print_one_line_not_a_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "train.py", "model.arch=lenet", f"hydra.run.dir={tmp_path}",
-         f"paths.data_dir={tmp_path / 'data'}", "data.synthetic.per_class={train: 1, val: 1, test: 1}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "train.py",
+            "model.arch=lenet",
+            f"hydra.run.dir={tmp_path}",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "data.synthetic.per_class={train: 1, val: 1, test: 1}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2
     assert "error: model.arch='lenet' is not a finetune model" in result.stderr

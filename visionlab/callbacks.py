@@ -23,6 +23,7 @@ class EpochTimer(Callback):
 
 CALLBACKS: dict[str, type[Callback]] = {
     "checkpoint": ModelCheckpoint,
+    "last_checkpoint": ModelCheckpoint,
     "lr_monitor": LearningRateMonitor,
     "epoch_timer": EpochTimer,
     "early_stopping": EarlyStopping,

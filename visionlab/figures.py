@@ -8,12 +8,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
 
-def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str = "confusion matrix") -> Figure:
+def confusion_figure(
+    matrix: np.ndarray, class_names: Sequence[str], title: str = "confusion matrix"
+) -> Figure:
     """Counts with row-normalised colour (rows = true class, columns = predicted)."""
     matrix = np.asarray(matrix)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -27,8 +29,15 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str 
     for i in range(n):
         for j in range(n):
             if matrix[i, j]:
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -10,6 +10,10 @@ from visionlab.errors import ConfigError
 #: task_name -> ("module:Class" of the LightningModule, "module:Class" of the LightningDataModule)
 TASKS: dict[str, tuple[str, str]] = {
     "finetune": ("tasks.finetune:FinetuneTask", "datamodules.folder:FolderDataModule"),
+    "pose": ("tasks.pose:PoseTask", "datamodules.lsp:LSPDataModule"),
+    "defect": ("tasks.defect:DefectTask", "datamodules.mvtec:MVTecDataModule"),
+    "segment": ("tasks.segment:SegmentTask", "datamodules.voc:VOCDataModule"),
+    "embed": ("tasks.embed:EmbedTask", "datamodules.mnist:MNISTDataModule"),
 }
 
 

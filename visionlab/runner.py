@@ -51,7 +51,7 @@ def train(cfg: DictConfig) -> float | None:
     log_final_hparams(loggers, cfg, metrics)
     write_json(run_dir / "metrics.json", metrics)
     log.info("run folder: %s", run_dir)
-    value = metrics.get(cfg.get("optimized_metric") or "", None)
+    value = metrics.get(cfg.get("optimized_metric") or "")
     return value if value is None or math.isfinite(value) else None
 
 
@@ -60,7 +60,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_dir = prepare_run_dir(cfg)
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     if not ckpt.is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a file; give the path of a .ckpt written by train.py")
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} is not a file; give the path of a .ckpt written by train.py"
+        )
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module_cls, _ = task_classes(cfg.task_name)
@@ -70,6 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     found = datamodule.info().get("class_names")
     if expected is not None and found is not None and list(expected) != list(found):
         raise DataError(f"the data has classes {found} but {ckpt} was trained on {expected}")
+    module.configure_evaluation(cfg)
     trainer = build_trainer(cfg, [], False)
     if cfg.get("split", "test") == "val":
         trainer.validate(module, datamodule=datamodule)
@@ -90,14 +93,20 @@ def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise DataError(f"{ckpt}: not a loadable checkpoint (weights_only=True refused or failed: {err})") from None
+        raise DataError(
+            f"{ckpt}: not a loadable checkpoint (weights_only=True refused or failed: {err})"
+        ) from None
     saved_task = state.get("task_name") if isinstance(state, dict) else None
     if saved_task != task_name:
         raise ConfigError(f"{ckpt} is not a {task_name} checkpoint (task: {saved_task or 'unknown'})")
     try:
-        return module_cls.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True, load_pretrained=False)
+        return module_cls.load_from_checkpoint(
+            ckpt, map_location="cpu", weights_only=True, load_pretrained=False
+        )
     except RuntimeError as err:
-        raise ConfigError(f"{ckpt}: its weights do not fit the {task_name} model ({str(err).splitlines()[0]})") from None
+        raise ConfigError(
+            f"{ckpt}: its weights do not fit the {task_name} model ({str(err).splitlines()[0]})"
+        ) from None
 
 
 def prepare_run_dir(cfg: DictConfig) -> Path:
@@ -148,7 +157,10 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] |
     torch.set_float32_matmul_precision("high")
     try:
         return pl.Trainer(
-            **kwargs, callbacks=callbacks, logger=loggers, default_root_dir=str(cfg.paths.run_dir),
+            **kwargs,
+            callbacks=callbacks,
+            logger=loggers,
+            default_root_dir=str(cfg.paths.run_dir),
             enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
         )
     except TypeError as err:
@@ -196,7 +208,9 @@ def _resume_path(cfg: DictConfig) -> str | None:
     if ckpt is None:
         return None
     if not Path(str(ckpt)).expanduser().is_file():
-        raise ConfigError(f"ckpt_path={ckpt} is not a file; give a checkpoint to resume from, e.g. <run>/checkpoints/last.ckpt")
+        raise ConfigError(
+            f"ckpt_path={ckpt} is not a file; give a checkpoint to resume from, e.g. <run>/checkpoints/last.ckpt"
+        )
     return str(Path(str(ckpt)).expanduser())
 
 

@@ -10,8 +10,18 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CLASS_NAMES = [
-    "arrow", "circle", "crescent", "cross", "ellipse", "heart",
-    "hexagon", "pentagon", "ring", "square", "star", "triangle",
+    "arrow",
+    "circle",
+    "crescent",
+    "cross",
+    "ellipse",
+    "heart",
+    "hexagon",
+    "pentagon",
+    "ring",
+    "square",
+    "star",
+    "triangle",
 ]
 #: oversampling factor for anti-aliased edges
 SUPERSAMPLE = 2
@@ -51,8 +61,24 @@ def _outline(name: str, rng: np.random.Generator) -> list[np.ndarray]:
         return [_regular(5, 1.0, rng.uniform(0.35, 0.5))]
     if name == "cross":
         w = rng.uniform(0.25, 0.35)
-        return [np.array([[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1], [-w, w],
-                          [-1, w], [-1, -w], [-w, -w]])]
+        return [
+            np.array(
+                [
+                    [-w, -1],
+                    [w, -1],
+                    [w, -w],
+                    [1, -w],
+                    [1, w],
+                    [w, w],
+                    [w, 1],
+                    [-w, 1],
+                    [-w, w],
+                    [-1, w],
+                    [-1, -w],
+                    [-w, -w],
+                ]
+            )
+        ]
     if name == "arrow":
         w = rng.uniform(0.18, 0.28)
         return [np.array([[-1, -w], [0.2, -w], [0.2, -0.6], [1, 0], [0.2, 0.6], [0.2, w], [-1, w]])]
@@ -76,7 +102,11 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(canvas)
     for _ in range(rng.integers(2, 6)):
         pts = [tuple(p) for p in rng.uniform(0, size, (2, 2))]
-        draw.line(pts, fill=tuple(int(v) for v in rng.uniform(0, 255, 3)), width=int(rng.integers(1, 3 * SUPERSAMPLE)))
+        draw.line(
+            pts,
+            fill=tuple(int(v) for v in rng.uniform(0, 255, 3)),
+            width=int(rng.integers(1, 3 * SUPERSAMPLE)),
+        )
     return canvas
 
 

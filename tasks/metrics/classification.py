@@ -11,8 +11,9 @@ from torchmetrics.classification import (
     MulticlassROC,
 )
 
-#: thresholds of the binned ROC curve: constant memory however many images are evaluated
-ROC_THRESHOLDS = 201
+#: exact ROC (scores kept: N x C floats, small for classification); torchmetrics' binned mode is
+#: a slow per-element loop under `deterministic=True`
+ROC_THRESHOLDS = None
 
 
 def classification_metrics(num_classes: int) -> MetricCollection:
@@ -30,9 +31,7 @@ def classification_metrics(num_classes: int) -> MetricCollection:
     )
 
 
-def scalar_results(
-    results: dict[str, torch.Tensor], class_names: list[str], prefix: str
-) -> dict[str, float]:
+def scalar_results(results: dict[str, torch.Tensor], class_names: list[str], prefix: str) -> dict[str, float]:
     """Flatten computed metrics into `prefix/acc`, `prefix/auroc`, `prefix/acc_class/<name>` floats."""
     out = {f"{prefix}/acc": float(results["acc"]), f"{prefix}/auroc": float(results["auroc"])}
     for name, value in zip(class_names, results["acc_per_class"].tolist(), strict=True):

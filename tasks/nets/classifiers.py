@@ -19,7 +19,9 @@ ARCHS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_classifier(arch: str, num_classes: int, weights: str | None = None, dropout: float | None = None) -> nn.Module:
+def build_classifier(
+    arch: str, num_classes: int, weights: str | None = None, dropout: float | None = None
+) -> nn.Module:
     """The torchvision network `arch` with its last layer (AlexNet/VGG `classifier[6]`, ResNet `fc`)
     replaced by a fresh Linear for `num_classes`, optionally initialised from local weights."""
     if arch not in ARCHS:

@@ -57,7 +57,9 @@ def load_state_dict_file(module: nn.Module, path: Path, skip_prefixes: tuple[str
     own = module.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:
-        raise ConfigError(f"{path}: shapes do not match the model for {wrong[:5]}; is it a state dict of this arch?")
+        raise ConfigError(
+            f"{path}: shapes do not match the model for {wrong[:5]}; is it a state dict of this arch?"
+        )
     result = module.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(skip_prefixes)]
     if missing or result.unexpected_keys:
