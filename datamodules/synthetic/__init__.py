@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from visionlab.errors import DataError
+
 MARKER = ".visionlab_complete.json"
 
 
@@ -27,7 +29,7 @@ def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -
     if marker.is_file():
         saved = json.loads(marker.read_text())
         if saved != _jsonable(params):
-            raise RuntimeError(
+            raise DataError(
                 f"{root} holds an embedded dataset generated with {saved}, not {_jsonable(params)}; "
                 "delete that folder or point paths.data_dir elsewhere."
             )
