@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> float | None:
     """Train `cfg.task_name`, test the best checkpoint, and return the value of `cfg.optimized_metric`."""
     run_dir = prepare_run_dir(cfg)
+    check_ddp_in_multirun(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     module_cls, _ = task_classes(cfg.task_name)
@@ -107,6 +108,28 @@ def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
         raise ConfigError(
             f"{ckpt}: its weights do not fit the {task_name} model ({str(err).splitlines()[0]})"
         ) from None
+
+
+def check_ddp_in_multirun(cfg: DictConfig) -> None:
+    """Refuse several devices per job inside a local multirun: Lightning's DDP launcher re-executes
+    the script per rank, which a local sweep launcher cannot host (see README, DDP and multirun)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return
+    devices = cfg.trainer.get("devices", 1)
+    count = (
+        len(devices)
+        if not isinstance(devices, (int, str))
+        else (int(devices) if str(devices).isdigit() else 2)
+    )
+    launcher = str(HydraConfig.get().runtime.choices.get("hydra/launcher", "basic"))
+    if (count > 1 or int(cfg.trainer.get("num_nodes", 1)) > 1) and "submitit" not in launcher:
+        raise ConfigError(
+            f"trainer.devices={devices} inside a local multirun: run one device per job (trainer.devices=1), "
+            "or use hydra/launcher=submitit_slurm, where each job owns its devices"
+        )
 
 
 def prepare_run_dir(cfg: DictConfig) -> Path:
