@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tasks.base import TaskModule
 from tasks.metrics.classification import classification_metrics, scalar_results
-from tasks.nets.classifiers import ARCHS, build_classifier
+from tasks.nets.classifiers import ARCHS, MIN_INPUT_SIZE, build_classifier
 from visionlab.errors import ConfigError
 from visionlab.figures import confusion_figure, labelled_grid, roc_figure, save_figure
 
@@ -45,6 +45,12 @@ class FinetuneTask(TaskModule):
             raise ConfigError(
                 f"model.num_classes={num_classes} but the data has {len(self.class_names)} class folders "
                 f"({', '.join(self.class_names)}); set model.num_classes=null to follow the folders"
+            )
+        size = int(data_info.get("image_size", 224))
+        if model.get("arch") in MIN_INPUT_SIZE and size < MIN_INPUT_SIZE[model["arch"]]:
+            raise ConfigError(
+                f"data.image_size={size} is too small for model.arch={model['arch']} "
+                f"(needs at least {MIN_INPUT_SIZE[model['arch']]} px)"
             )
         self.net = build_classifier(
             model["arch"],

@@ -208,3 +208,8 @@ def _tiny() -> list[str]:
     from tests.conftest import TINY_FINETUNE
 
     return TINY_FINETUNE
+
+
+def test_image_too_small_for_alexnet(make_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"data.image_size=32 is too small for model.arch=alexnet"):
+        train(make_cfg("model.arch=alexnet"))

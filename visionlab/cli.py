@@ -26,14 +26,16 @@ def in_multirun() -> bool:
 
 def run_entry(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Call `fn(cfg)`. A VisionlabError prints `error: <message>` and exits 2; in a multirun any
-    exception marks the job failed (NaN objective for sweepers) instead of stopping the sweep."""
+    exception marks the job failed instead of stopping the sweep, and returns the worst possible
+    objective (-inf when maximising) so a sweeper such as Optuna records it and goes on."""
     try:
         return fn(cfg)
     except Exception as err:
         if in_multirun():
             log.exception("job failed: %s", err)
             record_failure(Path(HydraConfig.get().runtime.output_dir), err)
-            return float("nan")
+            maximise = str(cfg.get("monitor", {}).get("mode", "max")) == "max"
+            return float("-inf") if maximise else float("inf")
         if isinstance(err, VisionlabError):
             log.error("%s", err)
             print(f"error: {err}", file=sys.stderr)

@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from visionlab.callbacks import build_callbacks
@@ -49,8 +50,9 @@ def train(cfg: DictConfig) -> float | None:
         trainer.test(module, datamodule=datamodule)
         metrics.update(module.test_results)
 
-    log_final_hparams(loggers, cfg, metrics)
-    write_json(run_dir / "metrics.json", metrics)
+    if trainer.is_global_zero:
+        log_final_hparams(loggers, cfg, metrics)
+        write_json(run_dir / "metrics.json", metrics)
     log.info("run folder: %s", run_dir)
     value = metrics.get(cfg.get("optimized_metric") or "")
     return value if value is None or math.isfinite(value) else None
@@ -135,9 +137,10 @@ def check_ddp_in_multirun(cfg: DictConfig) -> None:
 def prepare_run_dir(cfg: DictConfig) -> Path:
     """Create the run folder and write the resolved config into it."""
     run_dir = Path(cfg.paths.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    if rank_zero_only.rank == 0:  # DDP ranks > 0 share rank 0's folder and write nothing
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     return run_dir
 
 

@@ -45,7 +45,7 @@ class SweepSummary(Callback):
             "overrides": list(job_return.overrides or []),
             "status": "failed" if failed or error else "completed",
             "error": error,
-            "return_value": value if isinstance(value, (int, float)) and not failed else None,
+            "return_value": value if isinstance(value, (int, float)) and not (failed or error) else None,
             "wall_s": round(time.time() - started, 3),
         }
         (job_dir / JOB_FILE).write_text(json.dumps(record, indent=2))

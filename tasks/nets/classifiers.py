@@ -8,6 +8,8 @@ from torch import nn
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
 from visionlab.errors import ConfigError
 
+#: smallest input side each arch accepts (AlexNet's stride-4 stem and three poolings; VGG's five)
+MIN_INPUT_SIZE = {"alexnet": 63, "vgg16": 32, "vgg16_bn": 32, "resnet18": 32, "resnet34": 32, "resnet50": 32}
 #: arch -> (attribute path of the layer to replace, prefix of the backbone inside the model)
 ARCHS: dict[str, tuple[str, str]] = {
     "alexnet": ("classifier.6", "features"),
