@@ -181,7 +181,7 @@ def test_unknown_arch(make_cfg) -> None:
 
 def test_missing_pretrained_weights_explain_where_to_put_them(make_cfg) -> None:
     with pytest.raises(ConfigError, match=r"nothing is downloaded"):
-        train(make_cfg("model.weights=IMAGENET1K_V1", "model.arch=alexnet"))
+        train(make_cfg("model.weights=IMAGENET1K_V1", "model.arch=resnet18"))
 
 
 def test_config_mistakes_print_one_line_not_a_traceback(tmp_path: Path) -> None:
@@ -213,3 +213,58 @@ def _tiny() -> list[str]:
 def test_image_too_small_for_alexnet(make_cfg) -> None:
     with pytest.raises(ConfigError, match=r"data.image_size=32 is too small for model.arch=alexnet"):
         train(make_cfg("model.arch=alexnet"))
+
+
+def test_resume_in_place_continues_the_same_folder(make_cfg, tmp_path: Path) -> None:
+    first = make_cfg("trainer.max_epochs=1", "run_test=false", run="inplace")
+    train(first)
+    run = Path(first.paths.run_dir)
+    train(make_cfg(f"resume={run}", "trainer.max_epochs=2", "run_test=false", run="ignored"))
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 1
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("val/acc")]
+    assert len(steps) == 2 and steps[0] < steps[1]  # one history across the resume, no repeated epoch
+    assert not (tmp_path / "ignored" / "checkpoints").exists()
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(make_cfg, monkeypatch) -> None:
+    from visionlab.checkpointing import NonFiniteLossError
+
+    cfg = make_cfg("trainer.max_epochs=3", "run_test=false")
+    original = FinetuneTask.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if self.current_epoch == 1 else loss
+
+    monkeypatch.setattr(FinetuneTask, "training_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"NaN/Inf at step 3 .*last\.ckpt"):
+        train(cfg)
+    state = torch.load(Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_malicious_checkpoint_is_refused_without_running_it(tmp_path: Path, make_cfg) -> None:
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(pickle.dumps({"task_name": "finetune", "x": Payload()}))
+    with pytest.raises(DataError, match=r"bad\.ckpt: not a loadable checkpoint"):
+        evaluate(
+            make_cfg(
+                f"ckpt_path={bad}",
+                name="evaluate",
+                run="eval_bad",
+                base=[b for b in _tiny() if "max_epochs" not in b],
+            )
+        )
+    assert not marker.exists()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+_claimed: dict[str, str] = {}
+
 
 def _mkdir(path: str) -> str:
     """`${mkdir:<path>}` in a config: create the folder (e.g. for an SQLite study) and return its path."""
@@ -13,5 +15,25 @@ def _mkdir(path: str) -> str:
     return path
 
 
-if not OmegaConf.has_resolver("mkdir"):
-    OmegaConf.register_new_resolver("mkdir", _mkdir)
+def _unique_dir(path: str) -> str:
+    """`${unique_dir:<path>}`: claim `<path>` (or `<path>_2`, `_3`, ... when taken) by creating it, so
+    two runs started in the same second never share a folder. Stable within one process."""
+    if path in _claimed:
+        return _claimed[path]
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = base, 1
+    while True:
+        try:
+            candidate.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}_{n}")
+    _claimed[path] = str(candidate)
+    return _claimed[path]
+
+
+for _name, _fn in (("mkdir", _mkdir), ("unique_dir", _unique_dir)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)

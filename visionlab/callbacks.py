@@ -8,6 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
+from visionlab.checkpointing import FiniteLossGuard
 from visionlab.errors import ConfigError
 
 
@@ -27,6 +28,7 @@ CALLBACKS: dict[str, type[Callback]] = {
     "lr_monitor": LearningRateMonitor,
     "epoch_timer": EpochTimer,
     "early_stopping": EarlyStopping,
+    "finite_loss": FiniteLossGuard,
 }
 
 

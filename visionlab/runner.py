@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from visionlab.callbacks import build_callbacks
+from visionlab.checkpointing import AtomicCheckpointIO
 from visionlab.errors import ConfigError, DataError
 from visionlab.registry import task_classes
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float | None:
     """Train `cfg.task_name`, test the best checkpoint, and return the value of `cfg.optimized_metric`."""
+    apply_resume(cfg)
     run_dir = prepare_run_dir(cfg)
     check_ddp_in_multirun(cfg)
     if cfg.get("seed") is not None:
@@ -112,6 +114,22 @@ def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
         ) from None
 
 
+def apply_resume(cfg: DictConfig) -> None:
+    """`resume=<run folder>`: continue that run in place from its checkpoints/last.ckpt."""
+    if not cfg.get("resume"):
+        return
+    folder = Path(str(cfg.resume)).expanduser()
+    last = folder / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise ConfigError(
+            f"resume={cfg.resume}: {last} does not exist; give the folder of a run that saved a checkpoint"
+        )
+    if cfg.get("ckpt_path"):
+        raise ConfigError("give either resume=<run folder> or ckpt_path=<checkpoint>, not both")
+    cfg.paths.run_dir = str(folder.resolve())
+    cfg.ckpt_path = str(last)
+
+
 def check_ddp_in_multirun(cfg: DictConfig) -> None:
     """Refuse several devices per job inside a local multirun: Lightning's DDP launcher re-executes
     the script per rank, which a local sweep launcher cannot host (see README, DDP and multirun)."""
@@ -187,6 +205,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] |
             callbacks=callbacks,
             logger=loggers,
             default_root_dir=str(cfg.paths.run_dir),
+            plugins=[AtomicCheckpointIO()],
             enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
         )
     except TypeError as err:

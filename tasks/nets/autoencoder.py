@@ -5,7 +5,8 @@ transposed convolutions and a sigmoid output, so reconstructions live in [0, 1] 
 Depth follows the input size: the 128-pixel reference uses `channels` (four convolutions down to
 8x8); each doubling of `input_size` adds one extra stride-2 convolution at both ends
 (`extra_layers`), as the reference's 256-pixel variant did (there with `bottleneck=500`), so the
-flattened code stays the same size.
+flattened code stays the same size. `dropout` (default 0) acts on the flattened encoder features just
+before the bottleneck.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ConvAutoencoder(nn.Module):
         batch_norm: bool = False,
         out_activation: str = "sigmoid",
         extra_layers: int | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         channels = list(channels)
@@ -60,6 +62,8 @@ class ConvAutoencoder(nn.Module):
             raise ConfigError(f"activation={activation!r}: expected one of {sorted(ACTIVATIONS)}")
         if out_activation not in OUT_ACTIVATIONS:
             raise ConfigError(f"out_activation={out_activation!r}: expected one of {sorted(OUT_ACTIVATIONS)}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout={dropout!r}: expected a probability in [0, 1)")
         if extra_layers is None:
             extra_layers = max(0, round(math.log2(input_size / BASE_INPUT_SIZE)))
         if not isinstance(extra_layers, int) or extra_layers < 0:
@@ -81,7 +85,9 @@ class ConvAutoencoder(nn.Module):
         enc: list[nn.Module] = []
         for c_in, c_out in zip([in_channels, *widths[:-1]], widths, strict=True):
             enc += block(nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not batch_norm), c_out)
-        self.encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, bottleneck))
+        # Dropout (p = 0: none) on the flattened features, just before the bottleneck projection.
+        drop = [nn.Dropout(float(dropout))] if dropout > 0 else []
+        self.encoder = nn.Sequential(*enc, nn.Flatten(), *drop, nn.Linear(flat, bottleneck))
         dec: list[nn.Module] = []
         for c_in, c_out in zip(widths[::-1][:-1], widths[::-1][1:], strict=True):
             dec += block(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=not batch_norm), c_out)

@@ -3,6 +3,7 @@
 Layout of the paper: C(96, 11, s4) - [LRN] - P - C(256, 5) - [LRN] - P - C(384, 3) - C(384, 3) -
 C(256, 3) - P - F(4096) - F(4096) - linear to 2 x num_joints. Local response normalisation is
 optional (`lrn=False` by default: it costs GPU time and later AlexNet variants dropped it without loss).
+`width` scales every layer's channels and the FC size (1.0 = the paper; smaller = quick CPU runs).
 
 The same class serves every cascade stage. Stage 1 regresses all joints in the full-image box.
 A stage s > 1 refiner is one network shared by all joints (the paper: one network per stage): it
@@ -19,28 +20,38 @@ from torch import Tensor, nn
 class DeepPoseNet(nn.Module):
     """Image (N, 3, H, W) -> joints (N, num_joints, 2) in the box-normalised frame ([-0.5, 0.5] inside)."""
 
-    def __init__(self, num_joints: int = 14, dropout: float = 0.6, input_size: int = 220, lrn: bool = False):
+    def __init__(
+        self,
+        num_joints: int = 14,
+        dropout: float = 0.6,
+        input_size: int = 220,
+        lrn: bool = False,
+        width: float = 1.0,
+    ):
         super().__init__()
         self.num_joints = num_joints
         self.input_size = input_size
+        if width <= 0:
+            raise ValueError(f"width={width} must be positive (1.0 = the paper's AlexNet widths)")
+        c1, c2, c3, c4, c5, fc = (max(8, round(c * width)) for c in (96, 256, 384, 384, 256, 4096))
 
         def norm() -> nn.Module:
             return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0) if lrn else nn.Identity()
 
         self.features = nn.Sequential(
-            nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2),
+            nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=2),
             nn.ReLU(inplace=True),
             norm(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(96, 256, kernel_size=5, padding=2),
+            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
             nn.ReLU(inplace=True),
             norm(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(256, 384, kernel_size=3, padding=1),
+            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(384, 384, kernel_size=3, padding=1),
+            nn.Conv2d(c3, c4, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.Conv2d(c4, c5, kernel_size=3, padding=1),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
@@ -49,13 +60,13 @@ class DeepPoseNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(tuple(grid))
         self.regressor = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(256 * grid[0] * grid[1], 4096),
+            nn.Linear(c5 * grid[0] * grid[1], fc),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(4096, 4096),
+            nn.Linear(fc, fc),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(4096, 2 * num_joints),
+            nn.Linear(fc, 2 * num_joints),
         )
         # Start at the box centre with small outputs, so the first L2 steps are well scaled.
         nn.init.normal_(self.regressor[-1].weight, std=1e-3)

@@ -1,0 +1,245 @@
+"""MNIST IDX digits (and, for the transfer step, a class-per-folder symbol set) for `embed`.
+
+The whole dataset is tiny (60,000 x 28 x 28 bytes = 47 MB for real MNIST), so the *load* stage reads
+each IDX file once into one uint8 tensor (N, 28, 28, 1) held in memory; validation is a seeded
+subset of the training file's indices, not a copy. *Augment* (optional, Albumentations per sample
+on uint8) runs only when `data.augment` is set; without it a batch is one tensor index
+(`__getitems__`), so the main process feeds the network faster than worker processes would.
+*Normalise* (MNIST mean/std) happens on the device in `EmbedTask.on_after_batch_transfer`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.common import check_positive, make_loader, resolve_num_workers, resolve_pin_memory
+from datamodules.idx import MNIST_HELP, read_mnist
+from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolTransform, load_symbols
+from datamodules.synthetic import ensure_generated
+from datamodules.synthetic.mnist import generate_mnist
+from datamodules.transforms import SeededAugment, build_augment
+from visionlab.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+DIGITS = [str(d) for d in range(10)]
+#: keys of `symbols.transform` (mean/std come from `data.mean` / `data.std`)
+TRANSFORM_KEYS = ("scale", "crop", "interpolation", "invert")
+
+
+class DigitDataset(Dataset):
+    """(uint8 image (28, 28, 1), label) pairs: `indices` into one shared image tensor."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor | None = None,
+        augment: SeededAugment | None = None,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.indices = torch.arange(len(images)) if indices is None else indices
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        i = int(self.indices[index])
+        image = self.images[i]
+        if self.augment is not None:
+            out = self.augment(image=image.numpy())["image"]
+            image = torch.from_numpy(np.ascontiguousarray(out).reshape(image.shape))
+        return image, self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A whole batch with one tensor index (DataLoader uses this when it exists)."""
+        if self.augment is not None:
+            return [self[i] for i in indices]
+        rows = self.indices[torch.as_tensor(indices, dtype=torch.long)]
+        return list(zip(self.images[rows].unbind(0), self.labels[rows].unbind(0), strict=True))
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images (N, 28, 28, 1) uint8 and labels (N,) of this split, un-augmented, in order."""
+        return self.images[self.indices], self.labels[self.indices]
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST IDX files from `root` (or torchvision's `MNIST/raw`); `root=None` = embedded digits.
+
+    With `symbols_train` set (the transfer step, see docs/embed.md) it serves that class-per-folder
+    symbol set instead: train and val = `symbols_train`, test = `symbols_test` (or the train folder
+    when none is given), each image put through the course's symbol transform and stored as uint8.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        root: str | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        batch_size: int = 64,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = "auto",
+        mean: tuple[float, ...] = (MNIST_MEAN,),
+        std: tuple[float, ...] = (MNIST_STD,),
+        augment: list[dict[str, Any]] | None = None,
+        synthetic: dict[str, Any] | None = None,
+        symbols_train: str | None = None,
+        symbols_test: str | None = None,
+        symbol_transform: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("data.batch_size", batch_size)
+        if not isinstance(val_fraction, (int, float)) or not 0.0 < float(val_fraction) < 1.0:
+            raise ConfigError(
+                f"data.val_fraction={val_fraction!r} must be a number between 0 and 1 (exclusive): "
+                "the share of the training file held out for validation"
+            )
+        if len(mean) != 1 or len(std) != 1 or float(std[0]) <= 0:
+            raise ConfigError(
+                f"data.mean={list(mean)} / data.std={list(std)}: one value each (grayscale), std > 0"
+            )
+        self.data_dir = Path(data_dir)
+        self.root = Path(root).expanduser() if root else None
+        self.val_fraction, self.split_seed, self.batch_size = float(val_fraction), int(split_seed), batch_size
+        self.num_workers = resolve_num_workers(num_workers)
+        self.pin_memory = resolve_pin_memory(pin_memory)
+        self.mean, self.std = [float(mean[0])], [float(std[0])]
+        self.augment = build_augment(augment)
+        self.synthetic = dict(synthetic or {})
+        self.symbols_train = Path(symbols_train).expanduser() if symbols_train else None
+        self.symbols_test = Path(symbols_test).expanduser() if symbols_test else None
+        if self.symbols_test is not None and self.symbols_train is None:
+            raise ConfigError("transfer.test is set but transfer.train is not; give the folder to train on")
+        self.symbol_transform = symbol_transform_from_config(symbol_transform, 0.0, 1.0)
+        self.class_names: list[str] = []
+        self.datasets: dict[str, DigitDataset] = {}
+
+    @property
+    def resolved_root(self) -> Path:
+        return self.root if self.root is not None else self.data_dir / "mnist_synthetic"
+
+    @property
+    def serves_symbols(self) -> bool:
+        return self.symbols_train is not None
+
+    def prepare_data(self) -> None:
+        # The generator uses a process pool: run it here, in the main process, once.
+        if self.root is None and not self.serves_symbols:
+            ensure_generated(self.resolved_root, generate_mnist, **self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        if self.serves_symbols:
+            self._setup_symbols()
+        else:
+            self._setup_digits()
+        sizes = {s: len(d) for s, d in self.datasets.items()}
+        log.info("%s: %d classes, images per split %s", self.source, len(self.class_names), sizes)
+
+    @property
+    def source(self) -> Path:
+        return self.symbols_train if self.symbols_train is not None else self.resolved_root
+
+    def _setup_digits(self) -> None:
+        if self.root is not None and not self.root.is_dir():
+            raise DataError(f"data.root={self.root} does not exist or is not a folder; {MNIST_HELP}")
+        train_images, train_labels = read_mnist(self.resolved_root, "train")
+        test_images, test_labels = read_mnist(self.resolved_root, "test")
+        n_val = round(len(train_images) * self.val_fraction)
+        if n_val < 1 or n_val >= len(train_images):
+            raise DataError(
+                f"{self.resolved_root}: {len(train_images)} training images leave no train/val split at "
+                f"data.val_fraction={self.val_fraction}; use more images or another fraction"
+            )
+        if not len(test_images):
+            raise DataError(f"{self.resolved_root}: the t10k (test) file holds no images")
+        order = torch.from_numpy(np.random.default_rng(self.split_seed).permutation(len(train_images)))
+        images = torch.from_numpy(train_images).unsqueeze(-1)  # (N, 28, 28, 1): HWC as the workers yield
+        labels = torch.from_numpy(train_labels)
+        self.class_names = list(DIGITS)
+        self.datasets = {
+            "train": DigitDataset(images, labels, order[n_val:].sort().values, self.augment),
+            "val": DigitDataset(images, labels, order[:n_val].sort().values),
+            "test": DigitDataset(torch.from_numpy(test_images).unsqueeze(-1), torch.from_numpy(test_labels)),
+        }
+
+    def _setup_symbols(self) -> None:
+        assert self.symbols_train is not None
+        train = load_symbols(self.symbols_train, self.symbol_transform)
+        test = (
+            load_symbols(self.symbols_test, self.symbol_transform, train.class_names)
+            if self.symbols_test is not None
+            else train
+        )
+        self.class_names = train.class_names
+
+        def as_uint8(images: torch.Tensor) -> torch.Tensor:  # (N, 1, 28, 28) in [0, 1] -> (N, 28, 28, 1)
+            return images.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+        # Validation re-reads the train folder (eval mode, no augmentation): a symbol set is too small to
+        # split, and validating on the test folder would pick the best checkpoint on the test images.
+        images, labels = as_uint8(train.images), train.labels
+        self.datasets = {
+            "train": DigitDataset(images, labels, augment=self.augment),
+            "val": DigitDataset(images, labels),
+            "test": DigitDataset(as_uint8(test.images), test.labels),
+        }
+
+    def info(self) -> dict[str, Any]:
+        """What the model must know about the data (stored in its hyperparameters)."""
+        assert self.datasets, "call setup() first"
+        return {
+            "class_names": list(self.class_names),
+            "mean": self.mean,
+            "std": self.std,
+            "image_size": 28,
+            "source": "symbols" if self.serves_symbols else "digits",
+            "root": str(self.source),
+        }
+
+    def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """All uint8 images (N, 28, 28, 1) and labels of `split`, for figures and the projector."""
+        return self.datasets[split].tensors()
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.datasets["train"]
+        return make_loader(
+            train,
+            self.batch_size,
+            True,
+            self.num_workers,
+            self.pin_memory,
+            drop_last=len(train) > self.batch_size,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
+
+    def test_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)
+
+
+def symbol_transform_from_config(
+    cfg: dict[str, Any] | None, mean: float = MNIST_MEAN, std: float = MNIST_STD
+) -> SymbolTransform:
+    """`symbols.transform` ({scale, crop, interpolation, invert}) with the given normalisation."""
+    cfg = dict(cfg or {})
+    unknown = sorted(set(cfg) - set(TRANSFORM_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"symbols.transform has unknown keys {unknown}; expected some of {list(TRANSFORM_KEYS)} "
+            "(the normalisation is data.mean / data.std)"
+        )
+    try:
+        return SymbolTransform(**cfg, mean=mean, std=std)
+    except TypeError as err:
+        raise ConfigError(f"symbols.transform: {err}") from None

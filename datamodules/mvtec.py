@@ -1,0 +1,251 @@
+"""MVTec AD category folders for `defect`: train on `train/good`, validate on held-out good images
+(optionally plus a seeded share of each defect type), test on the rest of `test/`.
+
+Three stages: *load* decodes each image once, resizes it to `image_size` x `image_size` (masks with
+nearest neighbour) and caches it as uint8; *augment* runs the Albumentations pipeline on good training
+images only; *normalise* (uint8 -> float in [0, 1], no mean/std: the autoencoder's sigmoid output
+lives in [0, 1]) happens on the device in `DefectTask`.
+
+Each sample is `(image uint8 (H, W, 3), mask uint8 (H, W) 0/1, type index)`, type index 0 = "good"
+and k = `defect_types[k - 1]`.
+
+Thresholds need data that is not the test set. Validation always holds `val_fraction` of
+`train/good`; with only good images there, a threshold can only be a high quantile of good-pixel
+scores. `val_defect_fraction` moves a seeded share of each defect type's test images (with their
+masks) into validation, so the F1-optimal threshold and image-level metrics can be fitted and
+followed per epoch there; those images leave the test set. `null` = 0.25 for the embedded set and
+0 for `root` (real MVTec keeps its full, official test set unless you ask otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.common import (
+    check_positive,
+    decode_all,
+    make_loader,
+    resolve_num_workers,
+    resolve_pin_memory,
+)
+from datamodules.io import read_image
+from datamodules.mvtec_format import GOOD, MVTecCategory, MVTecSample, index_category, split_train_val
+from datamodules.synthetic import ensure_generated
+from datamodules.synthetic.mvtec import generate_mvtec
+from datamodules.transforms import SeededAugment, build_augment
+from visionlab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: share of each defect type moved into validation when `val_defect_fraction` is null and root is null
+EMBEDDED_VAL_DEFECT_FRACTION = 0.25
+
+
+def load_image(path: Path, size: int) -> np.ndarray:
+    """Decode `path` to RGB (grey categories are replicated) and resize it to `size` x `size` (bilinear,
+    antialiased). The whole field of view is kept: MVTec images are square, and a crop could cut a defect."""
+    image = read_image(path, "RGB")
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return image
+
+
+def load_mask(sample: MVTecSample, size: int) -> np.ndarray:
+    """The sample's mask (`> 0`) as uint8 0/1, resized with nearest neighbour; zeros for a good image."""
+    if sample.mask is None:
+        return np.zeros((size, size), np.uint8)
+    mask = (read_image(sample.mask, "L") > 0).astype(np.uint8)
+    if mask.shape != (size, size):
+        mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
+    return mask
+
+
+class MVTecDataset(Dataset):
+    """(image, mask, type index) triples; decoded once into memory when `cache` is true."""
+
+    def __init__(
+        self,
+        samples: Sequence[MVTecSample],
+        type_names: Sequence[str],
+        image_size: int,
+        augment: SeededAugment | None,
+        cache: bool,
+    ) -> None:
+        self.samples = list(samples)
+        self.type_names = list(type_names)
+        self.types = torch.tensor(
+            [self.type_names.index(s.defect_type) for s in self.samples], dtype=torch.long
+        )
+        self.image_size = image_size
+        self.augment = augment
+        self.images: np.ndarray | None = None
+        self.masks: np.ndarray | None = None
+        if cache and self.samples:
+            self.images = decode_all([s.image for s in self.samples], self._load_image)
+            self.masks = decode_all(self.samples, self._load_mask)
+
+    def _load_image(self, path: Path) -> np.ndarray:
+        return load_image(path, self.image_size)
+
+    def _load_mask(self, sample: MVTecSample) -> np.ndarray:
+        return load_mask(sample, self.image_size)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sample = self.samples[index]
+        if self.images is not None and self.masks is not None:
+            image, mask = self.images[index], self.masks[index]
+        else:
+            image, mask = self._load_image(sample.image), self._load_mask(sample)
+        if self.augment is not None:
+            # Only good images are augmented (training), so the all-zero mask needs no transform.
+            image = self.augment(image=image)["image"]
+        return (
+            torch.from_numpy(np.ascontiguousarray(image)),
+            torch.from_numpy(np.ascontiguousarray(mask)),
+            self.types[index],
+        )
+
+
+class MVTecDataModule(pl.LightningDataModule):
+    """One MVTec AD category; `root=None` uses the embedded synthetic hazelnut set under `data_dir`."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        root: str | None = None,
+        image_size: int = 128,
+        val_fraction: float = 0.1,
+        val_defect_fraction: float | None = None,
+        split_seed: int = 0,
+        batch_size: int = 32,
+        num_workers: int | str = 2,
+        pin_memory: bool | str = "auto",
+        cache_images: bool = True,
+        augment: list[dict[str, Any]] | None = None,
+        synthetic: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive("data.batch_size", batch_size)
+        check_positive("data.image_size", image_size)
+        if not _is_number(val_fraction) or not 0.0 < val_fraction < 1.0:
+            raise ConfigError(
+                f"data.val_fraction={val_fraction!r} must be in (0, 1): held-out good training images are "
+                "needed to follow the reconstruction error and fit the threshold"
+            )
+        if val_defect_fraction is None:
+            val_defect_fraction = EMBEDDED_VAL_DEFECT_FRACTION if root is None else 0.0
+        if not _is_number(val_defect_fraction) or not 0.0 <= val_defect_fraction < 1.0:
+            raise ConfigError(
+                f"data.val_defect_fraction={val_defect_fraction!r} must be in [0, 1) (share of each defect "
+                "type's test images moved into validation), or null for the default"
+            )
+        self.data_dir = Path(data_dir)
+        self.root = Path(root).expanduser() if root else None
+        self.image_size, self.batch_size, self.split_seed = image_size, batch_size, split_seed
+        self.val_fraction, self.val_defect_fraction = float(val_fraction), float(val_defect_fraction)
+        self.num_workers = resolve_num_workers(num_workers)
+        self.pin_memory = resolve_pin_memory(pin_memory)
+        self.cache_images = cache_images
+        self.augment = build_augment(augment)
+        self.synthetic = dict(synthetic or {})
+        self.category: MVTecCategory | None = None
+        self.splits: dict[str, list[MVTecSample]] = {}
+        self.datasets: dict[str, MVTecDataset] = {}
+
+    @property
+    def resolved_root(self) -> Path:
+        return self.root if self.root is not None else self.data_dir / "mvtec_synthetic" / "hazelnut"
+
+    @property
+    def type_names(self) -> list[str]:
+        """Type index -> name: "good" first, then the category's defect types (sorted folder names)."""
+        assert self.category is not None, "call setup() first"
+        return [GOOD, *self.category.defect_types]
+
+    def prepare_data(self) -> None:
+        if self.root is None:
+            ensure_generated(self.resolved_root, generate_mvtec, **self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.category is not None:
+            return
+        self.category = index_category(self.resolved_root)
+        self.splits = split_category(
+            self.category, self.val_fraction, self.val_defect_fraction, self.split_seed
+        )
+        for split, samples in self.splits.items():
+            augment = self.augment if split == "train" else None
+            self.datasets[split] = MVTecDataset(
+                samples, self.type_names, self.image_size, augment, self.cache_images
+            )
+        log.info(
+            "%s: defect types %s; images per split %s",
+            self.resolved_root,
+            self.category.defect_types,
+            {s: len(d) for s, d in self.datasets.items()},
+        )
+
+    def info(self) -> dict[str, Any]:
+        """Stored in the model's hyperparameters: defect types, input size, and what validation holds."""
+        assert self.category is not None, "call setup() first"
+        return {
+            "defect_types": list(self.category.defect_types),
+            "image_size": self.image_size,
+            "root": str(self.resolved_root),
+            "val_has_defects": any(s.label for s in self.splits["val"]),
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        train = self.datasets["train"]
+        return make_loader(
+            train,
+            self.batch_size,
+            True,
+            self.num_workers,
+            self.pin_memory,
+            drop_last=len(train) > self.batch_size,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
+
+    def test_dataloader(self) -> DataLoader:
+        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)
+
+
+def split_category(
+    category: MVTecCategory, val_fraction: float, val_defect_fraction: float, seed: int
+) -> dict[str, list[MVTecSample]]:
+    """train = `train/good` minus a seeded `val_fraction`; val = those good images plus a seeded
+    `val_defect_fraction` of each defect type's test images; test = the remaining test images.
+
+    Each defect type draws from its own seed stream, so adding a type does not reshuffle the others;
+    a type keeps at least one image in test. `test/good` always stays in test.
+    """
+    train, val = split_train_val(category.train, val_fraction, seed)
+    test = [s for s in category.test if s.defect_type == GOOD]
+    for k, defect in enumerate(category.defect_types, start=1):
+        of_type = [s for s in category.test if s.defect_type == defect]
+        if len(of_type) > 1 and val_defect_fraction > 0:
+            kept, moved = split_train_val(of_type, val_defect_fraction, seed + 1000 * k)
+        else:
+            kept, moved = of_type, []
+        test += kept
+        val += moved
+    return {"train": train, "val": val, "test": test}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

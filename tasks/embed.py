@@ -1,0 +1,442 @@
+"""`embed`: a small MNIST CNN whose penultimate layer becomes an embedding for unseen symbols.
+
+Training: NLL loss on the network's log-softmax over the digits (or, in the transfer step, over the
+classes of a symbol folder with only the new last layer trainable). Evaluation adds, when
+`symbols.train` is set, the nearest-neighbour study of `tasks.embed_symbols`. The truncated
+network is available from Python on any checkpoint: `EmbedTask.load_embedder(ckpt)(images)`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from datamodules.mnist import DIGITS, symbol_transform_from_config
+from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolSet, load_symbols
+from tasks.base import TaskModule, module_kwargs
+from tasks.embed_figures import feature_maps_figure, filter_grid_figure, filter_response_figure
+from tasks.embed_symbols import (
+    SymbolReport,
+    check_k,
+    evaluate_symbols,
+    format_symbol_report,
+    predictions_figure,
+    ssd_table_figure,
+)
+from tasks.nets.mnist import ConvNet, MnistNet, replace_head
+from visionlab.errors import ConfigError, DataError
+from visionlab.figures import confusion_figure, save_figure
+
+NETS: dict[str, type[MnistNet] | type[ConvNet]] = {"mnist_net": MnistNet, "convnet": ConvNet}
+
+
+def build_net(model: dict[str, Any], num_classes: int) -> MnistNet | ConvNet:
+    """The network named by `model.arch` with `model.dropout` (null = 0)."""
+    arch = model.get("arch")
+    if arch not in NETS:
+        raise ConfigError(f"model.arch={arch!r} is not an embed model; expected one of {sorted(NETS)}")
+    dropout = float(model.get("dropout") or 0.0)
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
+    return NETS[arch](dropout=dropout, num_classes=num_classes)
+
+
+class Embedder(nn.Module):
+    """A trained network truncated after its penultimate layer: images -> (N, D) embeddings.
+
+    D = 50 for `mnist_net` (fc1's output AFTER its ReLU, so every value is >= 0) and 1000 for
+    `convnet` (also after ReLU). Always in evaluation mode (dropout off) and without gradients.
+    Input: uint8 pixels, white strokes on black, (N, 28, 28), (N, 28, 28, 1) or (N, 1, 28, 28),
+    normalised here with the training data's mean/std; or float (N, 1, 28, 28) already normalised
+    (what `load_symbols` returns).
+    """
+
+    def __init__(self, net: MnistNet | ConvNet, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
+        super().__init__()
+        self.net = net.eval()
+        self.mean, self.std = float(mean), float(std)
+        self.dim = int(net.embedding_dim)
+
+    def train(self, mode: bool = True) -> Embedder:
+        return super().train(False)  # stays in evaluation mode: embeddings must not be random
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Any accepted input -> normalised float (N, 1, 28, 28) on the network's device."""
+        device = next(self.net.parameters()).device
+        x = torch.as_tensor(images).to(device)
+        if x.dtype == torch.uint8:
+            if x.ndim == 3:
+                x = x[:, None]
+            elif x.ndim == 4 and x.shape[-1] == 1:
+                x = x.permute(0, 3, 1, 2)
+            x = (x.float() / 255.0 - self.mean) / self.std
+        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(
+                f"expected uint8 (N, 28, 28[, 1]) / (N, 1, 28, 28) or normalised float (N, 1, 28, 28), "
+                f"got {x.dtype} {tuple(x.shape)}"
+            )
+        return x.float()
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(self.prepare(images))
+
+    def embed_folder(
+        self, folder: str | Path, transform: dict[str, Any] | None = None
+    ) -> tuple[torch.Tensor, SymbolSet]:
+        """Embed every image of a class-per-folder symbol set (course transform, `symbols.transform`
+        keys): returns (embeddings (N, D), the loaded SymbolSet with labels, class names and paths)."""
+        symbols = load_symbols(folder, symbol_transform_from_config(transform, self.mean, self.std))
+        return self(symbols.images), symbols
+
+
+class EmbedTask(TaskModule):
+    """Digit classifier (`mnist_net` or `convnet`) trained with NLL; its truncated network embeds symbols.
+
+    Extra constructor primitives: `symbols` (the `symbols:` config: folders evaluated at test time,
+    k, transform), `transfer` ({from_ckpt}: train only a new last layer on the served symbol set,
+    starting from a digit checkpoint), `projector_digits` (digits in the TensorBoard projector).
+    """
+
+    task_name = "embed"
+    monitor = "val/acc"
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        data_info: dict[str, Any] | None = None,
+        load_pretrained: bool = True,
+        symbols: dict[str, Any] | None = None,
+        transfer: dict[str, Any] | None = None,
+        projector_digits: int = 500,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["load_pretrained"])
+        info = data_info or {}
+        self.class_names: list[str] = list(info.get("class_names") or DIGITS)
+        self.mean = float((info.get("mean") or [MNIST_MEAN])[0])
+        self.std = float((info.get("std") or [MNIST_STD])[0])
+        self.symbols = self._check_symbols(symbols)
+        from_ckpt = (transfer or {}).get("from_ckpt")
+        serves_symbols = info.get("source") == "symbols"
+        if from_ckpt and not serves_symbols:
+            raise ConfigError(
+                "transfer.from_ckpt is set but transfer.train is not; give the symbol folder whose classes "
+                "the new last layer learns (transfer.train=<folder>)"
+            )
+        if serves_symbols and not from_ckpt:
+            raise ConfigError(
+                "transfer.train is set but transfer.from_ckpt is not; give the digit checkpoint whose last "
+                "layer is replaced (transfer.from_ckpt=<run>/checkpoints/best.ckpt)"
+            )
+        num_classes = len(self.class_names)
+        if from_ckpt:
+            self.net = build_net(model, len(DIGITS))
+            if load_pretrained:
+                self.net.load_state_dict(digit_weights(Path(str(from_ckpt)).expanduser(), model))
+            replace_head(self.net, num_classes)  # freezes everything else
+        else:
+            self.net = build_net(model, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._probe: torch.Tensor | None = None  # one validation image (raw uint8) for the figures
+        self._confusion: np.ndarray | None = None
+        self._symbol_report: SymbolReport | None = None
+
+    # ---- configuration ------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> EmbedTask:
+        from omegaconf import OmegaConf
+
+        def plain(node: Any) -> Any:
+            return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+        projector = plain(cfg.get("projector")) or {}
+        cls._check_symbols(plain(cfg.get("symbols")), folders=True)
+        return cls(
+            **module_kwargs(cfg, data_info),
+            symbols=plain(cfg.get("symbols")),
+            transfer={"from_ckpt": (plain(cfg.get("transfer")) or {}).get("from_ckpt")},
+            projector_digits=int(projector.get("digits", 500)),
+        )
+
+    def configure_evaluation(self, cfg: Any) -> None:
+        """evaluate.py: the symbol folders, k and transform come from the evaluate command line."""
+        from omegaconf import OmegaConf
+
+        node = cfg.get("symbols")
+        self.symbols = self._check_symbols(
+            OmegaConf.to_container(node, resolve=True) if node is not None else None, folders=True
+        )
+
+    @staticmethod
+    def _check_symbols(symbols: dict[str, Any] | None, folders: bool = False) -> dict[str, Any]:
+        """Validate the `symbols:` config; with `folders`, also that its folders exist (before training or
+        testing starts; a loaded checkpoint's stored folders may be gone, which is fine)."""
+        symbols = dict(symbols or {})
+        check_k(symbols.get("k", 3))
+        symbol_transform_from_config(symbols.get("transform"))  # unknown keys fail now, not after training
+        if symbols.get("test") and not symbols.get("train"):
+            raise ConfigError(
+                "symbols.test is set but symbols.train is not; new images are classified against symbols.train"
+            )
+        for key in ("train", "test") if folders else ():
+            folder = symbols.get(key)
+            if folder and not Path(str(folder)).expanduser().is_dir():
+                raise DataError(
+                    f"symbols.{key}={folder}: symbol folder not found; expected <folder>/<class>/<image>.png"
+                )
+        return symbols
+
+    # ---- the network --------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (N, classes) for normalised (N, 1, 28, 28) images."""
+        return self.net(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The truncated network on normalised (N, 1, 28, 28) images: (N, D), after ReLU (see Embedder)."""
+        return self.net.embed(x)
+
+    def embedder(self) -> Embedder:
+        """This module's network as an `Embedder` (shares the weights; puts the network in eval mode)."""
+        return Embedder(self.net, self.mean, self.std)
+
+    @classmethod
+    def load_embedder(cls, ckpt: str | Path, device: str | torch.device = "cpu") -> Embedder:
+        """The truncated network of an embed checkpoint, ready to call: `embedder(images) -> (N, D)`.
+
+        Loaded with `torch.load(weights_only=True)`; D = 50 for `mnist_net` (after the ReLU).
+        """
+        from visionlab.runner import load_task_checkpoint
+
+        module = load_task_checkpoint(cls, Path(ckpt).expanduser(), cls.task_name)
+        return module.embedder().to(device)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Only trainable parameters (in the transfer step: the new last layer)."""
+        return [
+            {
+                "params": [p for p in self.parameters() if p.requires_grad],
+                "lr": float(self.hparams.optimizer["lr"]),
+            }
+        ]
+
+    # ---- steps --------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        return self.normalize(images), labels, images
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        log_probs = self(x)
+        loss = F.nll_loss(log_probs, y)
+        self.train_acc.update(log_probs, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", self.train_acc.compute())
+        self.train_acc.reset()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, raw = batch
+        log_probs = self(x)
+        self.log("val/loss", F.nll_loss(log_probs, y), on_step=False, on_epoch=True)
+        self.val_acc.update(log_probs, y)
+        if batch_idx == 0 and self._probe is None:
+            self._probe = raw[:1]
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_acc.compute()
+        self.val_acc.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.log("val/acc", acc, prog_bar=True)
+        writer = self.tensorboard
+        if writer is None or self._probe is None:
+            return
+        step = self.current_epoch
+        image = self.normalize(self._probe)
+        with torch.no_grad():
+            maps = self.net.feature_maps(image)
+        writer.add_figure("filters/conv1", filter_grid_figure(self.net.conv1.weight), step)
+        writer.add_figure("filters/responses", filter_response_figure(self.net.conv1.weight, image[0]), step)
+        writer.add_figure("features/maps", feature_maps_figure(maps, image[0]), step)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, _ = batch
+        log_probs = self(x)
+        self.log("test/loss", F.nll_loss(log_probs, y), on_step=False, on_epoch=True)
+        self.test_acc.update(log_probs, y)
+        self.test_confusion.update(log_probs, y)
+
+    def on_test_epoch_end(self) -> None:
+        acc = float(self.test_acc.compute())
+        confusion = self.test_confusion.compute().cpu().numpy()
+        self.test_acc.reset()
+        self.test_confusion.reset()
+        self._confusion = confusion
+        results = {"test/acc": acc}
+        per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+        results.update(
+            {f"test/acc_class/{n}": float(a) for n, a in zip(self.class_names, per_class, strict=True)}
+        )
+        self._symbol_report = self.run_symbol_evaluation()
+        if self._symbol_report is not None:
+            results.update(self._symbol_report.scalars())
+        self.test_results = results
+        self.log_dict(results)
+        writer = self.tensorboard
+        if writer is not None:
+            writer.add_figure("test/confusion_matrix", confusion_figure(confusion, self.class_names))
+            if self._symbol_report is not None:
+                writer.add_figure("test/symbols_ssd_table", ssd_table_figure(self._symbol_report))
+
+    # ---- symbols ------------------------------------------------------------------------------
+    def load_symbol_sets(self) -> tuple[SymbolSet | None, SymbolSet | None]:
+        """The configured `symbols.train` / `symbols.test` folders, course-transformed and normalised."""
+        train_dir, test_dir = self.symbols.get("train"), self.symbols.get("test")
+        if not train_dir:
+            return None, None
+        transform = symbol_transform_from_config(self.symbols.get("transform"), self.mean, self.std)
+        train = load_symbols(train_dir, transform)
+        test = load_symbols(test_dir, transform, train.class_names) if test_dir else None
+        return train, test
+
+    def run_symbol_evaluation(self) -> SymbolReport | None:
+        """SSD table, leave-one-out and new-image k-NN on the configured folders (None when unset)."""
+        train, test = self.load_symbol_sets()
+        if train is None:
+            return None
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                return evaluate_symbols(
+                    lambda x: self.net.embed(x.to(self.device)), train, test, int(self.symbols.get("k", 3))
+                )
+        finally:
+            self.net.train(was_training)
+
+    # ---- the embedding projector --------------------------------------------------------------
+    def on_train_end(self) -> None:
+        """TensorBoard projector: validation images (digits) and the configured symbols, with sprites."""
+        writer = self.tensorboard
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if writer is None or datamodule is None or not hasattr(datamodule, "tensors"):
+            return
+        raw, labels = datamodule.tensors("val")
+        raw, labels = raw[: self.hparams.projector_digits], labels[: self.hparams.projector_digits]
+        source = "symbols" if self.hparams.get("data_info", {}).get("source") == "symbols" else "digits"
+        images = [raw.permute(0, 3, 1, 2).float() / 255.0]
+        meta = [[self.class_names[int(y)], source] for y in labels]
+        train, test = self.load_symbol_sets()
+        for name, symbols in (("symbols/train", train), ("symbols/test", test)):
+            if symbols is not None:
+                images.append((symbols.images * self.std + self.mean).clamp(0, 1))
+                meta += [[symbols.class_names[int(y)], name] for y in symbols.labels]
+        sprites = torch.cat(images)
+        was_training = self.net.training
+        self.net.eval()
+        with torch.no_grad():
+            emb = torch.cat(
+                [self.net.embed(((im - self.mean) / self.std).to(self.device)) for im in sprites.split(256)]
+            )
+        self.net.train(was_training)
+        writer.add_embedding(
+            emb.float().cpu(),
+            metadata=meta,
+            metadata_header=["label", "set"],
+            label_img=sprites,
+            global_step=self.global_step,
+            tag="embedding",
+        )
+        writer.flush()
+
+    # ---- reports --------------------------------------------------------------------------------
+    def write_report(self, out_dir: Path) -> None:
+        """confusion_matrix.png (digits); with symbols: ssd_table.png, symbols_train_loo.png,
+        symbols_test.png and symbols.json (every table)."""
+        if self._confusion is not None:
+            save_figure(confusion_figure(self._confusion, self.class_names), out_dir / "confusion_matrix.png")
+        report = self._symbol_report
+        if report is None:
+            return
+        save_figure(ssd_table_figure(report), out_dir / "ssd_table.png")
+        save_figure(
+            predictions_figure(
+                report.train,
+                report.train.labels,
+                report.loo_1nn,
+                report.loo_knn,
+                report.k,
+                self.mean,
+                self.std,
+            ),
+            out_dir / "symbols_train_loo.png",
+        )
+        if report.test is not None:
+            save_figure(
+                predictions_figure(
+                    report.test,
+                    report.test.labels,
+                    report.test_1nn,
+                    report.test_knn,
+                    report.k,
+                    self.mean,
+                    self.std,
+                ),
+                out_dir / "symbols_test.png",
+            )
+        (out_dir / "symbols.json").write_text(json.dumps(report.tables(), indent=1))
+
+    def format_report(self) -> str:
+        r = self.test_results
+        lines = [f"classification accuracy (micro) {r['test/acc']:.4f}", "", "class  accuracy"]
+        lines += [f"{n:<5}  {r[f'test/acc_class/{n}']:8.4f}" for n in self.class_names]
+        if self._symbol_report is not None:
+            lines += [
+                "",
+                format_symbol_report(
+                    self._symbol_report,
+                    f"from {self.symbols.get('train')}",
+                    f"from {self.symbols.get('test')}",
+                ),
+            ]
+        return "\n".join(lines)
+
+
+def digit_weights(ckpt: Path, model: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The network state dict of a digit checkpoint of this task, for the transfer step."""
+    if not ckpt.is_file():
+        raise ConfigError(
+            f"transfer.from_ckpt={ckpt} is not a file; give a digit checkpoint written by train.py task=embed"
+        )
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise DataError(f"{ckpt}: not a loadable checkpoint ({err})") from None
+    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
+    if state.get("task_name") != EmbedTask.task_name:
+        raise ConfigError(
+            f"transfer.from_ckpt={ckpt} is not an embed checkpoint (task: {state.get('task_name')})"
+        )
+    if (hparams.get("transfer") or {}).get("from_ckpt"):
+        raise ConfigError(
+            f"transfer.from_ckpt={ckpt} is itself a transfer checkpoint; give a digit checkpoint"
+        )
+    arch = (hparams.get("model") or {}).get("arch")
+    if arch != model.get("arch"):
+        raise ConfigError(f"transfer.from_ckpt={ckpt} holds a {arch} network; pass model={arch}")
+    return {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}

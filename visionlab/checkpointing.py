@@ -1,0 +1,94 @@
+"""Checkpoint safety: atomic writes, and a guard that stops on a non-finite loss before any
+checkpoint of the bad weights is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from visionlab.errors import VisionlabError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file in the same folder, then rename: a kill during a save leaves the
+    previous checkpoint intact and loadable."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class NonFiniteLossError(VisionlabError):
+    """The training loss became NaN or infinite."""
+
+
+class FiniteLossGuard(Callback):
+    """Stop when the training loss becomes NaN/Inf, naming the step and the last good checkpoint.
+
+    The check keeps a device-side record of the first bad step (no host sync per step) and reads it
+    before validation and at the end of each epoch, i.e. before the checkpoint callbacks save; with
+    `check_every_n_steps > 0` it also reads it every that many steps (one sync each time).
+    """
+
+    def __init__(self, check_every_n_steps: int = 0) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self._first_bad: torch.Tensor | None = None
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        step = torch.tensor(trainer.global_step - 1, device=loss.device)  # the step just taken
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.full((), -1, device=loss.device, dtype=torch.long)
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        if self.check_every_n_steps and trainer.global_step % self.check_every_n_steps == 0:
+            self._raise_if_bad(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._raise_if_bad(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._raise_if_bad(trainer)
+
+    def _raise_if_bad(self, trainer: pl.Trainer) -> None:
+        if self._first_bad is None:
+            return
+        step = int(self._first_bad)
+        if step < 0:
+            return
+        last = _last_saved_checkpoint(trainer)
+        raise NonFiniteLossError(
+            f"the training loss became NaN/Inf at step {step} (epoch {trainer.current_epoch}); training stopped "
+            f"before saving those weights. Last good checkpoint: {last or 'none yet'}. Lower optimizer.lr, "
+            "enable trainer.gradient_clip_val, or check the data."
+        )
+
+
+def _last_saved_checkpoint(trainer: pl.Trainer) -> str:
+    """The run's last.ckpt when written, else the newest checkpoint any callback wrote, else ''."""
+    saved = [
+        Path(p)
+        for c in trainer.checkpoint_callbacks
+        for p in (getattr(c, "last_model_path", ""), getattr(c, "best_model_path", ""))
+        if p and Path(p).is_file()
+    ]
+    if not saved:
+        return ""
+    return str(next((p for p in saved if p.name == "last.ckpt"), max(saved, key=lambda p: p.stat().st_mtime)))
