@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, compose_config
@@ -60,3 +61,13 @@ def test_stage_is_a_top_level_integer() -> None:
 def test_data_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VISIONLAB_DATA_DIR", "/somewhere/data")
     assert compose_config("train", []).paths.data_dir == "/somewhere/data"
+
+
+@pytest.mark.parametrize("search", options("hparams_search"))
+def test_each_search_space_names_existing_keys(search: str) -> None:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={search}"], return_hydra_config=True)
+    assert cfg.task_name == search.removesuffix("_optuna")
+    assert cfg.hydra.sweeper.direction == ("maximize" if cfg.monitor.mode == "max" else "minimize")
+    for key in cfg.hydra.sweeper.params:
+        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", f"{search}: {key} is not a config key"
