@@ -70,4 +70,17 @@ def test_each_search_space_names_existing_keys(search: str) -> None:
     assert cfg.task_name == search.removesuffix("_optuna")
     assert cfg.hydra.sweeper.direction == ("maximize" if cfg.monitor.mode == "max" else "minimize")
     for key in cfg.hydra.sweeper.params:
-        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", f"{search}: {key} is not a config key"
+        assert OmegaConf.select(cfg, key, default="<absent>") != "<absent>", (
+            f"{search}: {key} is not a config key"
+        )
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path) -> None:
+    import visionlab
+
+    base = str(tmp_path / "finetune" / "2026-01-01_00-00-00")
+    first = visionlab._unique_dir(base)
+    visionlab._claimed.clear()  # as if a second process started in the same second
+    second = visionlab._unique_dir(base)
+    assert first == base and second == base + "_2"
+    assert visionlab._unique_dir(base) == second  # stable within one process

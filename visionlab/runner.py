@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,15 @@ from visionlab.errors import ConfigError, DataError
 from visionlab.registry import task_classes
 
 log = logging.getLogger(__name__)
+
+# Lightning notes that are expected here, not actionable: normalisation lives in the LightningModule's
+# on_after_batch_transfer by design, and in-memory datasets are fastest without workers.
+for _message in (
+    ".*overridden `on_after_batch_transfer` in `LightningModule`.*",
+    ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+    ".*does not have many workers which may be a bottleneck.*",
+):
+    warnings.filterwarnings("ignore", message=_message)
 
 
 def train(cfg: DictConfig) -> float | None:
