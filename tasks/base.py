@@ -66,6 +66,8 @@ class TaskModule(pl.LightningModule):
             param.requires_grad_(not frozen)
         if frozen:
             _set_batchnorm_eval(backbone)
+        else:  # after an unfreeze: Lightning restores per-module modes after validation, so set them back
+            backbone.train(self.training)
 
     def train(self, mode: bool = True) -> TaskModule:
         """Lightning calls train() after every validation loop: re-freeze BatchNorm statistics there too."""

@@ -45,6 +45,7 @@ class FiniteLossGuard(Callback):
     def __init__(self, check_every_n_steps: int = 0) -> None:
         self.check_every_n_steps = check_every_n_steps
         self._first_bad: torch.Tensor | None = None
+        self._step: torch.Tensor | None = None
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -52,11 +53,13 @@ class FiniteLossGuard(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if not isinstance(loss, torch.Tensor):
             return
-        step = torch.tensor(trainer.global_step - 1, device=loss.device)  # the step just taken
         if self._first_bad is None or self._first_bad.device != loss.device:
             self._first_bad = torch.full((), -1, device=loss.device, dtype=torch.long)
+            self._step = torch.full((), trainer.global_step - 1, device=loss.device, dtype=torch.long)
+        else:
+            self._step += 1  # a device-side counter: no host-to-device copy per step
         bad = ~torch.isfinite(loss.detach()).all()
-        self._first_bad = torch.where(bad & (self._first_bad < 0), step, self._first_bad)
+        self._first_bad = torch.where(bad & (self._first_bad < 0), self._step, self._first_bad)
         if self.check_every_n_steps and trainer.global_step % self.check_every_n_steps == 0:
             self._raise_if_bad(trainer)
 

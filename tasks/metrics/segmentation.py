@@ -18,6 +18,7 @@ class SegmentationScores(Metric):
     """Confusion matrix over `num_classes` (rows = target, columns = prediction), reduced by sum across ranks.
 
     `update(preds, target)` takes logits (N, C, H, W) or labels (N, H, W) and targets (N, H, W).
+    `validate_args=False` skips the label range check (which reads values back from the device).
     `compute()` returns a dict: `iou` (C,) float with NaN for absent classes, `miou`, `pixel_accuracy`
     and `confusion_matrix` (C, C) int64.
     """
@@ -27,9 +28,15 @@ class SegmentationScores(Metric):
     full_state_update = False
 
     def __init__(
-        self, num_classes: int, ignore_index: int = 255, class_names: Sequence[str] | None = None, **kwargs
+        self,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        validate_args: bool = True,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.validate_args = validate_args
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
         self.num_classes = num_classes
@@ -40,7 +47,11 @@ class SegmentationScores(Metric):
         )
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch: `preds` are logits (N, C, H, W) or labels (N, H, W); `target` labels (N, H, W)."""
+        """Add a batch: `preds` are logits (N, C, H, W) or labels (N, H, W); `target` labels (N, H, W).
+
+        With `validate_args=False` the label range checks are skipped and nothing waits for the
+        device: void pixels are counted into a spare bin that is dropped, instead of being filtered out.
+        """
         if preds.ndim == target.ndim + 1:
             preds = preds.argmax(dim=1)
         if preds.shape != target.shape:
@@ -48,15 +59,18 @@ class SegmentationScores(Metric):
                 f"prediction shape {tuple(preds.shape)} does not match target {tuple(target.shape)}"
             )
         keep = target != self.ignore_index
-        preds, target = preds[keep].long(), target[keep].long()
-        for name, labels in (("target", target), ("prediction", preds)):
-            if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-                raise ValueError(
-                    f"{name} labels must be 0..{self.num_classes - 1} or {self.ignore_index} (ignored), "
-                    f"found values in {labels.min().item()}..{labels.max().item()}"
-                )
-        counts = torch.bincount(target * self.num_classes + preds, minlength=self.num_classes**2)
-        self.confmat += counts.reshape(self.num_classes, self.num_classes)
+        if self.validate_args:
+            for name, labels in (("target", target[keep]), ("prediction", preds[keep])):
+                if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+                    raise ValueError(
+                        f"{name} labels must be 0..{self.num_classes - 1} or {self.ignore_index} "
+                        f"(ignored), found values in {labels.min().item()}..{labels.max().item()}"
+                    )
+        bins = self.num_classes**2
+        index = torch.where(keep, target.long() * self.num_classes + preds.long(), bins).flatten()
+        counts = torch.zeros(bins + 1, dtype=torch.int64, device=index.device)
+        counts.index_add_(0, index, torch.ones_like(index))
+        self.confmat += counts[:bins].reshape(self.num_classes, self.num_classes)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Per-class IoU (NaN where absent), mIoU over present classes, pixel accuracy, confusion matrix."""

@@ -66,15 +66,20 @@ def init_bilinear_(conv: nn.ConvTranspose2d) -> None:
         conv.weight.copy_(weight)
 
 
-def _up_block(c_in: int, c_out: int) -> nn.Sequential:
-    conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False)
+def _up_block(c_in: int, c_out: int, batch_norm: bool = True) -> nn.Sequential:
+    """ConvT k4 s2 p1 (no bias) + BN + ReLU; without BN the convolution gets a bias instead."""
+    conv = nn.ConvTranspose2d(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=not batch_norm)
     init_bilinear_(conv)
-    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    norm = nn.BatchNorm2d(c_out) if batch_norm else nn.Identity()
+    return nn.Sequential(conv, norm, nn.ReLU(inplace=True))
 
 
 class FCN(nn.Module):
     """ResNet encoder -> `len(decoder_channels)` x2 upsampling blocks (ConvT k4 s2 p1 + BN + ReLU)
     -> optional Dropout2d -> 1x1 classifier conv. Returns logits (N, num_classes, H, W).
+    `batch_norm=False` drops the decoder's BatchNorm (the convolutions then carry a bias).
 
     With the default 5 blocks the decoder returns to full resolution; with fewer, the logits are
     upsampled bilinearly the rest of the way. Inputs whose H or W is not a multiple of 32 are
@@ -87,6 +92,7 @@ class FCN(nn.Module):
         encoder: str = "resnet18",
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         dropout: float = 0.0,
+        batch_norm: bool = True,
     ) -> None:
         super().__init__()
         if not 1 <= len(decoder_channels) <= 5:
@@ -94,7 +100,7 @@ class FCN(nn.Module):
         self.encoder_backbone_name = encoder
         self.encoder = ResNetEncoder(encoder)
         widths = [self.encoder.out_channels, *decoder_channels]
-        self.decoder = nn.Sequential(*(_up_block(a, b) for a, b in pairwise(widths)))
+        self.decoder = nn.Sequential(*(_up_block(a, b, batch_norm) for a, b in pairwise(widths)))
         self.head = nn.Sequential(
             nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(widths[-1], num_classes, kernel_size=1),

@@ -1,0 +1,306 @@
+"""`segment`: FCN semantic segmentation (ResNet encoder, transposed-conv decoder) on VOC-layout data.
+
+Training minimises per-pixel cross-entropy, ignoring void (255). `model.freeze_encoder_epochs=N`
+trains decoder and classifier alone for the first N epochs (encoder weights and BatchNorm statistics
+untouched), then everything with the encoder at `model.encoder_lr_ratio` x the head's learning rate.
+The frozen state follows from the epoch, so a run resumed after epoch N keeps training the encoder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.base import TaskModule, to_float_images
+from tasks.metrics.segmentation import SegmentationScores, format_iou_report
+from tasks.nets.fcn import FCN
+from tasks.nets.weights import load_state_dict_file, resolve_weights_file
+from tasks.segment_figures import overlay_panel, pixel_confusion_figure
+from visionlab.errors import ConfigError
+from visionlab.figures import save_figure
+
+#: samples shown in the TensorBoard overlays and in evaluate.py's overlay panel
+OVERLAY_SAMPLES = 4
+VOID = 255
+
+
+class SegmentTask(TaskModule):
+    """FCN trained on `data_info.class_names`; scores from `tasks.metrics.segmentation.SegmentationScores`.
+    `load_pretrained=False` skips `model.weights` (checkpoint loading)."""
+
+    task_name = "segment"
+    monitor = "val/miou"
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        data_info: dict[str, Any] | None = None,
+        load_pretrained: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["load_pretrained"])
+        data_info = data_info or {}
+        self.class_names: list[str] = list(data_info.get("class_names", []))
+        num_classes = model.get("num_classes") or len(self.class_names)
+        if not num_classes:
+            raise ConfigError("model.num_classes is null and the data names no classes (data.class_names)")
+        if self.class_names and num_classes != len(self.class_names):
+            raise ConfigError(
+                f"model.num_classes={num_classes} but the data has {len(self.class_names)} classes "
+                f"({', '.join(self.class_names)}); set model.num_classes=null to follow data.class_names"
+            )
+        self.class_names = self.class_names or [f"class_{k}" for k in range(num_classes)]
+        freeze_epochs = model.get("freeze_encoder_epochs") or 0
+        if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+            raise ConfigError(f"model.freeze_encoder_epochs={freeze_epochs!r} must be an integer >= 0")
+        ratio = model.get("encoder_lr_ratio", 1.0)
+        if not isinstance(ratio, (int, float)) or ratio <= 0:
+            raise ConfigError(f"model.encoder_lr_ratio={ratio!r} must be a positive number")
+        dropout = float(model.get("dropout") or 0.0)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout={dropout} must lie in [0, 1)")
+        self.net = FCN(
+            num_classes=int(num_classes),
+            encoder=str(model.get("encoder", "resnet18")),
+            decoder_channels=tuple(model.get("decoder_channels", (256, 128, 64, 32, 16))),
+            dropout=dropout,
+            batch_norm=bool(model.get("decoder_batch_norm", True)),
+        )
+        weights = model.get("weights")
+        if load_pretrained and weights:
+            path = resolve_weights_file(str(model.get("encoder", "resnet18")), str(weights))
+            load_state_dict_file(self.net.encoder, path, skip_prefixes=("fc.",))
+        self.val_scores = self._scores(num_classes)
+        self.test_scores = self._scores(num_classes)
+        self.compare_scores = self._scores(num_classes)
+        #: a second model evaluated on the same test batches (evaluate.py compare_ckpt=...)
+        self.compare_net: nn.Module | None = None
+        self._compare_info: dict[str, Any] = {}
+        self._samples: dict[str, torch.Tensor] = {}
+        self._test_scores: dict[str, Any] = {}
+
+    def _scores(self, num_classes: int) -> SegmentationScores:
+        return SegmentationScores(int(num_classes), VOID, self.class_names, validate_args=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # ---- freezing -----------------------------------------------------------------------------
+    def backbone(self) -> nn.Module | None:
+        return self.net.encoder
+
+    def freeze_settings(self) -> tuple[bool, int | None, float]:
+        """Frozen for the first `model.freeze_encoder_epochs` epochs; encoder lr = ratio x head lr."""
+        model = self.hparams.model
+        epochs = int(model.get("freeze_encoder_epochs") or 0)
+        return epochs > 0, epochs, float(model.get("encoder_lr_ratio", 1.0))
+
+    def on_train_epoch_start(self) -> None:
+        """Apply the epoch's freeze state. Lightning restores every submodule's train/eval flag after
+        validation, so an encoder unfrozen this epoch must be put back into train mode explicitly
+        (otherwise its BatchNorm would keep the eval mode of the frozen epochs)."""
+        super().on_train_epoch_start()
+        if not self.backbone_frozen():
+            self.net.encoder.train(self.training)
+
+    # ---- steps --------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, masks = batch
+        return self.normalize(images), masks.long(), images
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over non-void pixels (0, not NaN, for a batch that is all void)."""
+        total = F.cross_entropy(logits.float(), target, ignore_index=VOID, reduction="sum")
+        return total / (target != VOID).sum().clamp(min=1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
+        loss = self._loss(self(x), y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:
+        x, y, raw = batch
+        logits = self(x)
+        self.log(f"{stage}/loss", self._loss(logits, y), on_step=False, on_epoch=True)
+        preds = logits.argmax(dim=1)
+        (self.val_scores if stage == "val" else self.test_scores).update(preds, y)
+        compare_preds = None
+        if stage == "test" and self.compare_net is not None:
+            info = self._compare_info
+            x_compare = to_float_images(raw, info.get("mean"), info.get("std"))
+            compare_preds = self.compare_net(x_compare).argmax(dim=1)
+            self.compare_scores.update(compare_preds, y)
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            n = OVERLAY_SAMPLES
+            self._samples = {"images": raw[:n].cpu(), "targets": y[:n].cpu(), "preds": preds[:n].cpu()}
+            if compare_preds is not None:
+                self._samples["compare"] = compare_preds[:n].cpu()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    # ---- epoch ends ---------------------------------------------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_scores.compute()
+        self.val_scores.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.log_dict(scalar_scores(scores, self.class_names, "val"))
+        writer, step = self.tensorboard, self.current_epoch
+        if writer is None:
+            return
+        matrix = scores["confusion_matrix"].cpu().numpy()
+        writer.add_figure(
+            "val/confusion_matrix",
+            pixel_confusion_figure(matrix, self.class_names, f"validation, epoch {step}"),
+            step,
+        )
+        if self._samples:
+            writer.add_figure("val/overlays", self._overlay_figure(), step)
+
+    def on_test_epoch_end(self) -> None:
+        scores = self.test_scores.compute()
+        self.test_scores.reset()
+        results = scalar_scores(scores, self.class_names, "test")
+        self._test_scores = {"main": scores}
+        if self.compare_net is not None:
+            compare = self.compare_scores.compute()
+            self.compare_scores.reset()
+            self._test_scores["compare"] = compare
+            results.update(scalar_scores(compare, self.class_names, "compare"))
+        self.test_results = results
+        self.log_dict(results)
+        writer = self.tensorboard
+        if writer is not None:
+            matrix = scores["confusion_matrix"].cpu().numpy()
+            writer.add_figure(
+                "test/confusion_matrix", pixel_confusion_figure(matrix, self.class_names, "test")
+            )
+            if self._samples:
+                writer.add_figure("test/overlays", self._overlay_figure())
+
+    def _overlay_figure(self) -> Any:
+        s = self._samples
+        predictions = [("prediction", s["preds"].numpy())]
+        if "compare" in s:
+            predictions = [("prediction (ckpt_path)", s["preds"].numpy()),
+                           ("prediction (compare_ckpt)", s["compare"].numpy())]  # fmt: skip
+        return overlay_panel(
+            s["images"].numpy().astype(np.uint8), s["targets"].numpy(), predictions, self.class_names
+        )
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def configure_evaluation(self, cfg: Any) -> None:
+        """`compare_ckpt=<file>`: load a second segment checkpoint, evaluated on the same batches."""
+        compare = cfg.get("compare_ckpt")
+        self._ckpt_names = (str(cfg.get("ckpt_path")), str(compare) if compare else None)
+        if not compare:
+            return
+        from visionlab.runner import load_task_checkpoint
+
+        path = Path(str(compare)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"compare_ckpt={compare} is not a file; give a .ckpt written by train.py")
+        other = load_task_checkpoint(type(self), path, self.task_name)
+        info = other.hparams.get("data_info", {}) or {}
+        if list(info.get("class_names", [])) != self.class_names:
+            raise ConfigError(
+                f"compare_ckpt={compare} was trained on classes {info.get('class_names')}, "
+                f"ckpt_path on {self.class_names}; both must have the same classes"
+            )
+        mine = (self.hparams.get("data_info") or {}).get("image_size")
+        if info.get("image_size") != mine:
+            raise ConfigError(
+                f"compare_ckpt={compare} was trained at data.image_size={info.get('image_size')}, "
+                f"ckpt_path at {mine}; both are evaluated on the same {mine} px images, so they must match"
+            )
+        self.compare_net = other.net
+        self._compare_info = info
+
+    def write_report(self, out_dir: Path) -> None:
+        """confusion_matrix.png (+ .csv), overlays.png and, with compare_ckpt, compare_confusion_matrix.png."""
+        if not self._test_scores:
+            return
+        out_dir = Path(out_dir)
+        for key, prefix, title in (("main", "", "ckpt_path"), ("compare", "compare_", "compare_ckpt")):
+            if key not in self._test_scores:
+                continue
+            matrix = self._test_scores[key]["confusion_matrix"].cpu().numpy()
+            save_figure(
+                pixel_confusion_figure(matrix, self.class_names, f"{title}: pixels, % of true class"),
+                out_dir / f"{prefix}confusion_matrix.png",
+            )
+            header = "true\\predicted," + ",".join(self.class_names)
+            rows = [
+                f"{name}," + ",".join(str(int(v)) for v in row)
+                for name, row in zip(self.class_names, matrix, strict=True)
+            ]
+            (out_dir / f"{prefix}confusion_matrix.csv").write_text("\n".join([header, *rows]) + "\n")
+        if self._samples:
+            save_figure(self._overlay_figure(), out_dir / "overlays.png")
+
+    def format_report(self) -> str:
+        """The reference's `class #k (name): value` + `mean_iou` lines; with compare_ckpt, both models
+        side by side per class. Classes absent from the split's ground truth and predictions print n/a."""
+        if not self._test_scores:
+            return super().format_report()
+        main = self._test_scores["main"]
+        lines = [
+            iou_report(main["iou"].tolist(), self.class_names, main["miou"].item()),
+            f"pixel_accuracy: {main['pixel_accuracy'].item():.4f}",
+        ]
+        if "compare" not in self._test_scores:
+            return "\n".join(lines)
+        other = self._test_scores["compare"]
+        names = getattr(self, "_ckpt_names", ("ckpt_path", "compare_ckpt"))
+        labels = [f"class #{k} ({n})" for k, n in enumerate(self.class_names)]
+        width = max(len(s) for s in [*labels, "pixel_accuracy"]) + 1
+        lines += [
+            "",
+            "side by side: A = ckpt_path, B = compare_ckpt",
+            f"  A: {names[0]}",
+            f"  B: {names[1]}",
+            f"{'':<{width}}  {'A':>7}  {'B':>7}  {'B - A':>7}",
+        ]
+        rows = list(zip(labels, main["iou"].tolist(), other["iou"].tolist(), strict=True))
+        rows += [("mean_iou", main["miou"].item(), other["miou"].item())]
+        rows += [("pixel_accuracy", main["pixel_accuracy"].item(), other["pixel_accuracy"].item())]
+        for label, a, b in rows:
+            lines.append(f"{label + ':':<{width}}  {_fmt(a)}  {_fmt(b)}  {_fmt(b - a, signed=True)}")
+        return "\n".join(lines)
+
+
+def iou_report(iou: list[float], class_names: list[str], miou: float) -> str:
+    """`format_iou_report`'s lines, with `n/a` for classes whose IoU is undefined (absent)."""
+    lines = format_iou_report(iou, class_names, miou).splitlines()
+    for k, value in enumerate(iou):
+        if value != value:
+            lines[k] = f"class #{k} ({class_names[k]}): n/a (absent from ground truth and predictions)"
+    return "\n".join(lines)
+
+
+def _fmt(value: float, signed: bool = False) -> str:
+    if value != value:  # NaN: class absent
+        return f"{'n/a':>7}"
+    return f"{value:+7.4f}" if signed else f"{value:7.4f}"
+
+
+def scalar_scores(scores: dict[str, torch.Tensor], class_names: list[str], prefix: str) -> dict[str, float]:
+    """`<prefix>/miou`, `<prefix>/pixel_acc` and `<prefix>/iou/<class>` as floats; classes absent from
+    both ground truth and predictions (IoU undefined) are left out rather than logged as NaN."""
+    out = {f"{prefix}/miou": scores["miou"].item(), f"{prefix}/pixel_acc": scores["pixel_accuracy"].item()}
+    for name, value in zip(class_names, scores["iou"].tolist(), strict=True):
+        if value == value:
+            out[f"{prefix}/iou/{name}"] = value
+    return out

@@ -1,0 +1,53 @@
+"""Smoke test of `python -m benchmarks.throughput`: its core runs one tiny task end to end and returns
+the three img/s numbers and the two ratios (the numbers themselves are measured on a GPU, not here)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from benchmarks.throughput import Settings, markdown_table, measure_task, overrides_for, report
+
+#: the embed task on the same tiny generated digits as tests/test_embed.py (the session's data_dir holds
+#: one generated set per task, so the synthetic parameters must match that file's)
+TINY_EMBED = [
+    "data.synthetic={num_train: 400, num_test: 100, seed: 0}",
+    "data.num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "projector.digits=20",
+]
+
+
+def test_throughput_measures_bound_real_and_loop(data_dir: Path) -> None:
+    settings = Settings(
+        steps=3,
+        warmup=2,
+        repeats=2,
+        batch_size=16,
+        trainer="cpu",
+        overrides=[*TINY_EMBED, f"paths.data_dir={data_dir}", "pose:data.image_size=64"],
+    )
+    result = measure_task("embed", settings, log=lambda text: None)
+
+    assert result.skipped is None
+    assert result.model == "mnist_net"
+    assert result.input_shape == [1, 28, 28] and result.batch_size == 16
+    for value in (result.bound, result.real, result.loop):
+        assert math.isfinite(value) and value > 0
+    assert {k: len(v) for k, v in result.repeats.items()} == {"bound": 2, "real": 2, "loop": 2}
+    assert math.isclose(result.pipeline_efficiency, result.real / result.bound)
+    assert math.isclose(result.framework_overhead, result.real / result.loop)
+
+    doc = json.loads(json.dumps(report([result], settings, "python -m benchmarks.throughput")))
+    assert {"device", "torch", "lightning", "date", "command", "settings"} <= set(doc)
+    task = doc["tasks"]["embed"]
+    assert task["pipeline_efficiency"] > 0 and task["framework_overhead"] > 0
+    assert "| embed | mnist_net | 1x28x28 | 16 |" in markdown_table([result])
+
+
+def test_task_prefixed_overrides_apply_to_their_task_only() -> None:
+    given = ["data.num_workers=0", "pose:data.image_size=220", "data.synthetic.per_class={train: 6}"]
+    assert overrides_for("pose", given) == ["data.num_workers=0", "data.image_size=220", given[2]]
+    assert overrides_for("defect", given) == ["data.num_workers=0", given[2]]
