@@ -347,6 +347,8 @@ class EmbedTask(TaskModule):
                 images.append((symbols.images * self.std + self.mean).clamp(0, 1))
                 meta += [[symbols.class_names[int(y)], name] for y in symbols.labels]
         sprites = torch.cat(images)
+        if not len(sprites):  # projector.digits=0 and no symbols: nothing to project
+            return
         was_training = self.net.training
         self.net.eval()
         with torch.no_grad():

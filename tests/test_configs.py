@@ -84,3 +84,25 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path) -> None
     second = visionlab._unique_dir(base)
     assert first == base and second == base + "_2"
     assert visionlab._unique_dir(base) == second  # stable within one process
+
+
+def test_parallel_jobs_generate_an_embedded_set_once(tmp_path) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(3) as pool:
+        roots = list(pool.map(_generate_slowly, [tmp_path] * 3))
+    assert len(set(roots)) == 1
+    assert (tmp_path / "generations").read_text() == "x"  # one process generated, two reused it
+
+
+def _generate_slowly(base):
+    import time
+
+    from datamodules.synthetic import ensure_generated
+
+    def generate(root, n):
+        with (base / "generations").open("a") as f:
+            f.write("x" * n)
+        time.sleep(0.5)
+
+    return str(ensure_generated(base / "set", generate, n=1))

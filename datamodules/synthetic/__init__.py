@@ -6,6 +6,7 @@ renames it into place, so an interrupted generation never leaves a half-written 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import tempfile
@@ -22,34 +23,38 @@ def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -
     """Return `root`, generating it with `generate(root, **params)` first unless a finished copy exists.
 
     A finished copy carries a marker file with the parameters; a copy made with other parameters
-    is an error rather than silently reused, so a changed size never mixes with an old cache.
+    is an error rather than silently reused, so a changed size never mixes with an old cache. A lock
+    file serialises processes that start at once (parallel sweep jobs): one generates, the others wait
+    and reuse it.
     """
     root = Path(root).expanduser().resolve()
-    marker = root / MARKER
-    if marker.is_file():
-        saved = json.loads(marker.read_text())
-        if saved != _jsonable(params):
-            raise DataError(
-                f"{root} holds an embedded dataset generated with {saved}, not {_jsonable(params)}; "
-                "delete that folder or point paths.data_dir elsewhere."
-            )
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise RuntimeError(
-            f"{root} exists but is not a finished embedded dataset (no {MARKER}); "
-            "delete it to regenerate, or set data.root to your own data."
-        )
     root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        generate(tmp, **params)
-        (tmp / MARKER).write_text(json.dumps(_jsonable(params), indent=1))
-        if root.exists():
-            root.rmdir()
-        tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with (root.parent / f".{root.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = root / MARKER
+        if marker.is_file():
+            saved = json.loads(marker.read_text())
+            if saved != _jsonable(params):
+                raise DataError(
+                    f"{root} holds an embedded dataset generated with {saved}, not {_jsonable(params)}; "
+                    "delete that folder or point paths.data_dir elsewhere."
+                )
+            return root
+        if root.exists() and any(root.iterdir()):
+            raise DataError(
+                f"{root} exists but is not a finished embedded dataset (no {MARKER}); "
+                "delete it to regenerate, or set data.root to your own data."
+            )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:
+            generate(tmp, **params)
+            (tmp / MARKER).write_text(json.dumps(_jsonable(params), indent=1))
+            if root.exists():
+                root.rmdir()
+            tmp.rename(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return root
 
 
