@@ -7,11 +7,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from visionlab.errors import ConfigError
+from visionlab.errors import ConfigError, DataError
 
 
 def resolve_num_workers(value: int | str) -> int:
@@ -71,3 +72,38 @@ def decode_all(
     with ThreadPoolExecutor(threads) as pool:
         arrays = list(pool.map(load, items))
     return np.stack(arrays) if arrays else np.zeros((0,), dtype=np.uint8)
+
+
+class SplitDataModule(pl.LightningDataModule):
+    """A DataModule whose `setup()` fills `self.datasets` with train/val/test; it provides the loaders
+    (train shuffled, dropping a last partial batch when there is more than one). An empty train or
+    test split is an error; an empty val split just means no validation."""
+
+    datasets: dict[str, Dataset]
+    batch_size: int
+    num_workers: int
+    pin_memory: bool
+
+    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        """The DataLoader of `split`; an empty train/test split is a DataError naming it."""
+        dataset = self.datasets[split]
+        if not len(dataset) and split != "val":
+            raise DataError(f"{self.describe()}: the {split} split is empty; {self.empty_split_hint}")
+        drop_last = shuffle and len(dataset) > self.batch_size
+        return make_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory, drop_last)
+
+    def describe(self) -> str:
+        """Where the data comes from, for error messages."""
+        return str(getattr(self, "resolved_root", type(self).__name__))
+
+    #: what to do about an empty split, appended to the error
+    empty_split_hint: str = "check the split settings in data.*"
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.common import (
+    SplitDataModule,
     check_fractions,
     check_positive,
     decode_all,
-    make_loader,
     resolve_num_workers,
     resolve_pin_memory,
 )
@@ -146,8 +145,10 @@ def load_resized(path: Path, size: int) -> np.ndarray:
     return resize_short_side_center_crop(read_image(path, "RGB"), size)
 
 
-class FolderDataModule(pl.LightningDataModule):
+class FolderDataModule(SplitDataModule):
     """Class-per-folder data; `root=None` uses the embedded 12-class set under `data_dir`."""
+
+    empty_split_hint = "add test/ images or a test fraction (data.split_fractions)"
 
     def __init__(
         self,
@@ -215,23 +216,3 @@ class FolderDataModule(pl.LightningDataModule):
             "image_size": self.image_size,
             "root": str(self.resolved_root),
         }
-
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(
-            self.datasets["train"],
-            self.batch_size,
-            True,
-            self.num_workers,
-            self.pin_memory,
-            drop_last=len(self.datasets["train"]) > self.batch_size,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
-
-    def test_dataloader(self) -> DataLoader:
-        if not len(self.datasets["test"]):
-            raise DataError(
-                f"{self.resolved_root}: the test split is empty; add test/ images or a test fraction"
-            )
-        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)

@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.common import (
+    SplitDataModule,
     check_positive,
     decode_all,
     make_loader,
@@ -137,8 +137,10 @@ def augment_sample(
     return image, joints, visible & inside & np.isfinite(joints).all(axis=1)
 
 
-class LSPDataModule(pl.LightningDataModule):
+class LSPDataModule(SplitDataModule):
     """LSP / LSPet joints with letterboxed images; `root=None` uses the embedded drawn-people set."""
+
+    empty_split_hint = "raise data.test_fraction / data.val_fraction or use a larger set"
 
     def __init__(
         self,
@@ -257,23 +259,3 @@ class LSPDataModule(pl.LightningDataModule):
         return make_loader(
             self.plain_dataset(split), self.batch_size, False, self.num_workers, self.pin_memory
         )
-
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(
-            self.datasets["train"],
-            self.batch_size,
-            True,
-            self.num_workers,
-            self.pin_memory,
-            drop_last=len(self.datasets["train"]) > self.batch_size,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
-
-    def test_dataloader(self) -> DataLoader:
-        if not len(self.datasets["test"]):
-            raise DataError(
-                f"{self.resolved_root}: the test split is empty; raise data.test_fraction or use a larger set"
-            )
-        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)

@@ -14,12 +14,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.common import check_positive, make_loader, resolve_num_workers, resolve_pin_memory
+from datamodules.common import (
+    SplitDataModule,
+    check_positive,
+    resolve_num_workers,
+    resolve_pin_memory,
+)
 from datamodules.idx import MNIST_HELP, read_mnist
 from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolTransform, load_symbols
 from datamodules.synthetic import ensure_generated
@@ -70,13 +74,15 @@ class DigitDataset(Dataset):
         return self.images[self.indices], self.labels[self.indices]
 
 
-class MNISTDataModule(pl.LightningDataModule):
+class MNISTDataModule(SplitDataModule):
     """MNIST IDX files from `root` (or torchvision's `MNIST/raw`); `root=None` = embedded digits.
 
     With `symbols_train` set (the transfer step, see docs/embed.md) it serves that class-per-folder
     symbol set instead: train and val = `symbols_train`, test = `symbols_test` (or the train folder
     when none is given), each image put through the course's symbol transform and stored as uint8.
     """
+
+    empty_split_hint = "check data.val_fraction and the IDX files"
 
     def __init__(
         self,
@@ -209,23 +215,6 @@ class MNISTDataModule(pl.LightningDataModule):
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """All uint8 images (N, 28, 28, 1) and labels of `split`, for figures and the projector."""
         return self.datasets[split].tensors()
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.datasets["train"]
-        return make_loader(
-            train,
-            self.batch_size,
-            True,
-            self.num_workers,
-            self.pin_memory,
-            drop_last=len(train) > self.batch_size,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)
 
 
 def symbol_transform_from_config(

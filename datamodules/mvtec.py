@@ -24,16 +24,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.common import (
+    SplitDataModule,
     check_positive,
     decode_all,
-    make_loader,
     resolve_num_workers,
     resolve_pin_memory,
 )
@@ -118,8 +117,10 @@ class MVTecDataset(Dataset):
         )
 
 
-class MVTecDataModule(pl.LightningDataModule):
+class MVTecDataModule(SplitDataModule):
     """One MVTec AD category; `root=None` uses the embedded synthetic hazelnut set under `data_dir`."""
+
+    empty_split_hint = "check data.val_fraction and the category's test/ folders"
 
     def __init__(
         self,
@@ -206,23 +207,6 @@ class MVTecDataModule(pl.LightningDataModule):
             "root": str(self.resolved_root),
             "val_has_defects": any(s.label for s in self.splits["val"]),
         }
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.datasets["train"]
-        return make_loader(
-            train,
-            self.batch_size,
-            True,
-            self.num_workers,
-            self.pin_memory,
-            drop_last=len(train) > self.batch_size,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)
 
 
 def split_category(

@@ -18,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from datamodules.common import (
+    SplitDataModule,
     check_positive,
     decode_all,
-    make_loader,
     resolve_num_workers,
     resolve_pin_memory,
 )
@@ -156,8 +155,10 @@ def resolve_classes(
     return list(class_names or default), None
 
 
-class VOCDataModule(pl.LightningDataModule):
+class VOCDataModule(SplitDataModule):
     """VOC-layout segmentation data; `root=None` uses the embedded scenes under `<data_dir>/voc_synthetic`."""
+
+    empty_split_hint = "check data.train_split / data.val_split and their list files"
 
     def __init__(
         self,
@@ -254,20 +255,3 @@ class VOCDataModule(pl.LightningDataModule):
             "image_size": self.image_size,
             "root": str(self.resolved_root),
         }
-
-    def train_dataloader(self) -> DataLoader:
-        train = self.datasets["train"]
-        return make_loader(
-            train,
-            self.batch_size,
-            True,
-            self.num_workers,
-            self.pin_memory,
-            drop_last=len(train) > self.batch_size,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["val"], self.batch_size, False, self.num_workers, self.pin_memory)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self.datasets["test"], self.batch_size, False, self.num_workers, self.pin_memory)
