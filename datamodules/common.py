@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from visionlab.errors import ConfigError, DataError
 
@@ -51,17 +51,66 @@ def make_loader(
     pin_memory: bool,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader with persistent workers and prefetching when workers are used."""
+    """A DataLoader whose order and augmentation follow from (global seed, epoch) alone, with
+    persistent workers and prefetching when workers are used."""
+    augment = getattr(dataset, "augment", None)
+    per_sample_seeds = augment is not None and hasattr(augment, "reseed")
+    sampler = EpochSampler(len(dataset), shuffle, torch.initial_seed(), per_sample_seeds)
     extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
     return DataLoader(
-        dataset,
+        SeededSamples(dataset) if per_sample_seeds else dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
         drop_last=drop_last,
         **extra,
     )
+
+
+class EpochSampler(Sampler):
+    """The indices of one epoch, a permutation seeded by (seed, epoch) when shuffling; with
+    `per_sample_seeds` each index comes with a seed for that sample's augmentation. The data stream is
+    then a pure function of (seed, epoch): the same with any number of workers, and again after a
+    resume. Lightning calls `set_epoch` before every epoch; without it the epoch counts iterations."""
+
+    def __init__(self, length: int, shuffle: bool, seed: int, per_sample_seeds: bool = False) -> None:
+        self.length, self.shuffle, self.seed, self.per_sample_seeds = length, shuffle, seed, per_sample_seeds
+        self.epoch = 0
+        self._epoch_set = False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._epoch_set = epoch, True
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        order = (
+            torch.randperm(self.length, generator=generator) if self.shuffle else torch.arange(self.length)
+        )
+        if not self._epoch_set:
+            self.epoch += 1
+        if not self.per_sample_seeds:
+            return iter(order.tolist())
+        seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=generator)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset with a `SeededAugment`: item (index, seed) reseeds the augmentation, then reads."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        self.dataset.augment.reseed(seed)
+        return self.dataset[index]
 
 
 def decode_all(

@@ -52,20 +52,24 @@ def resize_short_side_center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class SeededAugment:
-    """An Albumentations pipeline seeded from torch's seed in each process that runs it.
+    """An Albumentations pipeline with a reproducible random state.
 
-    Albumentations keeps its own random state, untouched by `seed_everything`; seeding it from
-    `torch.initial_seed()` on first use in each process (main or DataLoader worker, whose seeds
-    Lightning derives from the global seed) makes augmentation reproducible and different per worker.
+    Albumentations keeps its own random state, untouched by `seed_everything`. Loaders built by
+    `datamodules.common.make_loader` call `reseed` before every sample with a seed derived from
+    (global seed, epoch, position), so augmentation is the same with any number of workers and again
+    after a resume. Used on its own, it seeds from `torch.initial_seed()` on first use in a process.
     """
 
     def __init__(self, compose: A.Compose) -> None:
         self.compose = compose
         self._seeded_pid: int | None = None
 
+    def reseed(self, seed: int) -> None:
+        """Seed the pipeline for the next sample."""
+        self.compose.set_random_seed(seed)
+        self._seeded_pid = os.getpid()
+
     def __call__(self, **data: Any) -> dict[str, Any]:
-        pid = os.getpid()
-        if self._seeded_pid != pid:
-            self.compose.set_random_seed(torch.initial_seed() % 2**32)
-            self._seeded_pid = pid
+        if self._seeded_pid != os.getpid():
+            self.reseed(torch.initial_seed() % 2**32)
         return self.compose(**data)

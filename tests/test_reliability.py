@@ -28,3 +28,62 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(
     state = torch.load(path, weights_only=True)
     assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+
+def _final(run: Path) -> dict[str, float]:
+    import json
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {k: metrics[k] for k in ("train/loss", "val/loss", "val/acc", "test/acc")}
+
+
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(make_cfg) -> None:
+    from visionlab.runner import train
+
+    train(make_cfg("trainer.max_epochs=3", run="straight"))
+    # stopped after epoch 0's three steps, with the same schedule (max_epochs) as the straight run
+    first = make_cfg("trainer.max_epochs=3", "+trainer.max_steps=3", "run_test=false", run="interrupted")
+    train(first)
+    run = Path(first.paths.run_dir)
+    train(make_cfg(f"resume={run}", "trainer.max_epochs=3", run="unused"))
+    straight = _final(Path(make_cfg(run="straight").paths.run_dir))
+    assert _final(run) == straight
+
+
+@pytest.mark.slow
+def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(
+    make_cfg, data_dir: Path, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import TINY_FINETUNE
+    from visionlab.runner import train
+
+    train(make_cfg("trainer.max_epochs=4", run="straight"))
+    run = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "train.py",
+        *TINY_FINETUNE,
+        "trainer.max_epochs=4",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={run}",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    last = run / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+    train(make_cfg(f"resume={run}", "trainer.max_epochs=4", run="unused"))
+    assert _final(run) == _final(tmp_path / "straight")

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from visionlab.checkpointing import FiniteLossGuard
@@ -22,6 +23,18 @@ class EpochTimer(Callback):
         pl_module.log("time/epoch_s", time.perf_counter() - self._start, on_epoch=True, on_step=False)
 
 
+class EpochReseed(Callback):
+    """Seeds torch's global RNG (dropout, random ops in the model) from (run seed, epoch) at the start of
+    every training epoch, so a run resumed from an epoch's checkpoint continues exactly as it would have
+    without the interruption. The run seed is torch's seed when fitting starts (`seed=...`)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._base = torch.initial_seed()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        torch.manual_seed((self._base * 1_000_003 + 7919 * (trainer.current_epoch + 1)) % 2**63)
+
+
 CALLBACKS: dict[str, type[Callback]] = {
     "checkpoint": ModelCheckpoint,
     "last_checkpoint": ModelCheckpoint,
@@ -29,6 +42,7 @@ CALLBACKS: dict[str, type[Callback]] = {
     "epoch_timer": EpochTimer,
     "early_stopping": EarlyStopping,
     "finite_loss": FiniteLossGuard,
+    "epoch_seed": EpochReseed,
 }
 
 
