@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,30 @@ def _generate_slowly(base):
         time.sleep(0.5)
 
     return str(ensure_generated(base / "set", generate, n=1))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stage=0", "stage=0 must be an integer >= 1"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 must be an integer >= 1"),
+        ("seed=-3", "seed=-3 must be an integer >= 0"),
+        ("monitor.mode=up", "monitor.mode='up' must be 'min' or 'max'"),
+        ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
+        ("optimizer.lr=-1", "optimizer.lr=-1 must be a positive number"),
+        ("optimizer.name=rmsprop", "optimizer.name='rmsprop' is not known"),
+    ],
+)
+def test_config_values_are_checked_before_training(make_cfg, override: str, message: str) -> None:
+    from visionlab.errors import ConfigError
+    from visionlab.runner import train
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(make_cfg(override))
+
+
+def test_unknown_keys_are_refused_by_name() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=r"data\.foo"):
+        compose_config("train", ["data.foo=1"])

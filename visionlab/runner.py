@@ -35,6 +35,7 @@ for _message in (
 
 def train(cfg: DictConfig) -> float | None:
     """Train `cfg.task_name`, test the best checkpoint, and return the value of `cfg.optimized_metric`."""
+    validate_config(cfg)
     apply_resume(cfg)
     run_dir = prepare_run_dir(cfg)
     check_ddp_in_multirun(cfg)
@@ -122,6 +123,24 @@ def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
         raise ConfigError(
             f"{ckpt}: its weights do not fit the {task_name} model ({str(err).splitlines()[0]})"
         ) from None
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Checks of the keys every task shares, before any data is loaded; the task's DataModule and
+    LightningModule check their own keys (data.*, model.*) when they are built."""
+
+    def integer(key: str, minimum: int) -> None:
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+
+    integer("stage", 1)
+    integer("trainer.max_epochs", 1)
+    integer("seed", 0)
+    if cfg.get("monitor") is not None and cfg.monitor.get("mode") not in ("min", "max"):
+        raise ConfigError(f"monitor.mode={cfg.monitor.get('mode')!r} must be 'min' or 'max'")
+    if cfg.get("run_test") not in (None, True, False):
+        raise ConfigError(f"run_test={cfg.get('run_test')!r} must be true or false")
 
 
 def apply_resume(cfg: DictConfig) -> None:
