@@ -118,6 +118,7 @@ def _generate_slowly(base):
         ("monitor.mode=up", "monitor.mode='up' must be 'min' or 'max'"),
         ("data.batch_size=0", "data.batch_size=0 must be a positive integer"),
         ("optimizer.lr=-1", "optimizer.lr=-1 must be a positive number"),
+        ("model.dropout=1.0", "model.dropout=1.0 must be in [0, 1)"),
         ("optimizer.name=rmsprop", "optimizer.name='rmsprop' is not known"),
     ],
 )

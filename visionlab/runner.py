@@ -137,6 +137,11 @@ def validate_config(cfg: DictConfig) -> None:
     integer("stage", 1)
     integer("trainer.max_epochs", 1)
     integer("seed", 0)
+    dropout = OmegaConf.select(cfg, "model.dropout")
+    if dropout is not None and (
+        isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1
+    ):
+        raise ConfigError(f"model.dropout={dropout!r} must be in [0, 1)")
     if cfg.get("monitor") is not None and cfg.monitor.get("mode") not in ("min", "max"):
         raise ConfigError(f"monitor.mode={cfg.monitor.get('mode')!r} must be 'min' or 'max'")
     if cfg.get("run_test") not in (None, True, False):
