@@ -20,9 +20,9 @@ from tasks.base import TaskModule, to_float_images
 from tasks.metrics.segmentation import SegmentationScores, format_iou_report
 from tasks.nets.fcn import FCN
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
-from tasks.segment_figures import overlay_panel, pixel_confusion_figure
+from tasks.segment_figures import overlay_panel
 from visionlab.errors import ConfigError
-from visionlab.figures import save_figure
+from visionlab.figures import confusion_figure, save_figure
 
 #: samples shown in the TensorBoard overlays and in evaluate.py's overlay panel
 OVERLAY_SAMPLES = 4
@@ -163,7 +163,7 @@ class SegmentTask(TaskModule):
         matrix = scores["confusion_matrix"].cpu().numpy()
         writer.add_figure(
             "val/confusion_matrix",
-            pixel_confusion_figure(matrix, self.class_names, f"validation, epoch {step}"),
+            confusion_figure(matrix, self.class_names, f"validation, epoch {step}", percent=True),
             step,
         )
         if self._samples:
@@ -185,7 +185,7 @@ class SegmentTask(TaskModule):
         if writer is not None:
             matrix = scores["confusion_matrix"].cpu().numpy()
             writer.add_figure(
-                "test/confusion_matrix", pixel_confusion_figure(matrix, self.class_names, "test")
+                "test/confusion_matrix", confusion_figure(matrix, self.class_names, "test", percent=True)
             )
             if self._samples:
                 writer.add_figure("test/overlays", self._overlay_figure())
@@ -238,7 +238,7 @@ class SegmentTask(TaskModule):
                 continue
             matrix = self._test_scores[key]["confusion_matrix"].cpu().numpy()
             save_figure(
-                pixel_confusion_figure(matrix, self.class_names, f"{title}: pixels, % of true class"),
+                confusion_figure(matrix, self.class_names, f"{title}: pixels, % of true class", percent=True),
                 out_dir / f"{prefix}confusion_matrix.png",
             )
             header = "true\\predicted," + ",".join(self.class_names)

@@ -67,31 +67,3 @@ def overlay_panel(
     fig.legend(handles=handles, loc="lower center", ncol=legend_cols, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, legend_height / height, 1, 1))
     return fig
-
-
-def pixel_confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
-    """Row-normalised confusion matrix (rows = true class) in percent of that class's pixels."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    rates = 100.0 * matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.6 + 0.6 * n, 1.2 + 0.55 * n))
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=100)
-    ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(range(n), class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(n):
-        for j in range(n):
-            if matrix[i, j]:
-                ax.text(
-                    j,
-                    i,
-                    f"{rates[i, j]:.0f}" if rates[i, j] >= 1 else "<1",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if rates[i, j] > 50 else "black",
-                )
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig

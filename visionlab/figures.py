@@ -14,13 +14,14 @@ from matplotlib.figure import Figure
 
 
 def confusion_figure(
-    matrix: np.ndarray, class_names: Sequence[str], title: str = "confusion matrix"
+    matrix: np.ndarray, class_names: Sequence[str], title: str = "confusion matrix", percent: bool = False
 ) -> Figure:
-    """Counts with row-normalised colour (rows = true class, columns = predicted)."""
-    matrix = np.asarray(matrix)
+    """Row-normalised colour (rows = true class, columns = predicted); cells show counts, or with
+    `percent` the share of the true class (for pixel counts too large to read)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.58 * n, 1.0 + 0.52 * n))
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), class_names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(n), class_names, fontsize=8)
@@ -29,16 +30,18 @@ def confusion_figure(
     for i in range(n):
         for j in range(n):
             if matrix[i, j]:
+                pct = 100 * rates[i, j]
+                text = (f"{pct:.0f}" if pct >= 1 else "<1") if percent else str(int(matrix[i, j]))
                 ax.text(
                     j,
                     i,
-                    int(matrix[i, j]),
+                    text,
                     ha="center",
                     va="center",
                     fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black",
                 )
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
