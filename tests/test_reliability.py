@@ -87,3 +87,40 @@ def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(
     assert not (run / "metrics.json").exists()
     train(make_cfg(f"resume={run}", "trainer.max_epochs=4", run="unused"))
     assert _final(run) == _final(tmp_path / "straight")
+
+
+def test_random_image_modes_and_sizes_load_or_fail_by_name(tmp_path: Path) -> None:
+    """Fuzz-style: grayscale, RGBA, palette, 16-bit PNG, CMYK JPEG, 1-bit, tiny and odd sizes, and
+    truncated files; every one loads to (32, 32, 3) uint8 or raises a DataError naming it."""
+    import numpy as np
+    from PIL import Image
+
+    from datamodules.folder import load_resized
+    from visionlab.errors import DataError
+
+    rng = np.random.default_rng(0)
+    modes = ["L", "RGB", "RGBA", "P", "I;16", "CMYK", "1"]
+    paths = []
+    for i in range(120):
+        mode = modes[i % len(modes)]
+        w, h = (int(v) for v in rng.integers(1, 90, 2))
+        if mode == "I;16":
+            img = Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
+        else:
+            img = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).convert(mode)
+        path = tmp_path / f"{i:03d}.{'jpg' if mode == 'CMYK' else 'png'}"
+        img.save(path)
+        if i % 10 == 9:  # truncate every tenth file
+            path.write_bytes(path.read_bytes()[: max(8, path.stat().st_size // 3)])
+        paths.append(path)
+    loaded = failed = 0
+    for path in paths:
+        try:
+            image = load_resized(path, 32)
+        except DataError as err:
+            assert path.name in str(err)
+            failed += 1
+            continue
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8, path.name
+        loaded += 1
+    assert loaded >= 100 and failed >= 1

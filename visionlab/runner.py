@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 # Lightning notes that are expected here, not actionable: normalisation lives in the LightningModule's
 # on_after_batch_transfer by design, and in-memory datasets are fastest without workers.
 for _message in (
-    ".*overridden `on_after_batch_transfer` in `LightningModule`.*",
+    ".*overridden `on_(before|after)_batch_transfer` in `LightningModule`.*",
     ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
     ".*does not have many workers which may be a bottleneck.*",
 ):
