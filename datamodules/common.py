@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -121,6 +122,31 @@ def decode_all(
     with ThreadPoolExecutor(threads) as pool:
         arrays = list(pool.map(load, items))
     return np.stack(arrays) if arrays else np.zeros((0,), dtype=np.uint8)
+
+
+def readable_items(
+    items: Sequence[Any], load: Callable[[Any], Any], key: str = "data.on_bad_file"
+) -> list[int]:
+    """Positions of the items `load` can read; the others are skipped with one warning that counts
+    them and names the first (`data.on_bad_file=skip`, for data sets with a few broken files)."""
+    threads = max(1, min(8, os.cpu_count() or 1))
+
+    def ok(item: Any) -> str | None:
+        try:
+            load(item)
+            return None
+        except DataError as err:
+            return str(err)
+
+    with ThreadPoolExecutor(threads) as pool:
+        errors = list(pool.map(ok, items))
+    bad = [e for e in errors if e is not None]
+    if bad:
+        warnings.warn(
+            f"{key}=skip: skipped {len(bad)} unreadable file(s) of {len(items)}; first: {bad[0]}",
+            stacklevel=2,
+        )
+    return [i for i, e in enumerate(errors) if e is None]
 
 
 class SplitDataModule(pl.LightningDataModule):

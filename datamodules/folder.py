@@ -22,6 +22,7 @@ from datamodules.common import (
     check_fractions,
     check_positive,
     decode_all,
+    readable_items,
     resolve_num_workers,
     resolve_pin_memory,
 )
@@ -29,7 +30,7 @@ from datamodules.io import list_images, read_image
 from datamodules.synthetic import ensure_generated
 from datamodules.synthetic.shapes import generate_shapes
 from datamodules.transforms import SeededAugment, build_augment, resize_short_side_center_crop
-from visionlab.errors import DataError
+from visionlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -122,8 +123,15 @@ class ImageFolderDataset(Dataset):
     """(uint8 HWC image, class index) pairs; images from a decoded cache or decoded on access."""
 
     def __init__(
-        self, items: list[tuple[Path, int]], image_size: int, augment: SeededAugment | None, cache: bool
+        self,
+        items: list[tuple[Path, int]],
+        image_size: int,
+        augment: SeededAugment | None,
+        cache: bool,
+        skip_bad_files: bool = False,
     ) -> None:
+        if skip_bad_files:
+            items = [items[i] for i in readable_items([p for p, _ in items], read_image)]
         self.paths = [p for p, _ in items]
         self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
         self.load = functools.partial(load_resized, size=image_size)
@@ -161,6 +169,7 @@ class FolderDataModule(SplitDataModule):
         num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
         cache_images: bool = True,
+        on_bad_file: str = "raise",
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
         augment: list[dict[str, Any]] | None = None,
@@ -176,6 +185,9 @@ class FolderDataModule(SplitDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = resolve_pin_memory(pin_memory)
         self.cache_images = cache_images
+        if on_bad_file not in ("raise", "skip"):
+            raise ConfigError(f"data.on_bad_file={on_bad_file!r} must be 'raise' or 'skip'")
+        self.skip_bad_files = on_bad_file == "skip"
         self.mean, self.std = list(mean), list(std)
         self.augment = build_augment(augment)
         self.synthetic = dict(synthetic or {})
@@ -197,7 +209,7 @@ class FolderDataModule(SplitDataModule):
         for split in SPLITS:
             augment = self.augment if split == "train" else None
             self.datasets[split] = ImageFolderDataset(
-                self.index.samples[split], self.image_size, augment, self.cache_images
+                self.index.samples[split], self.image_size, augment, self.cache_images, self.skip_bad_files
             )
         sizes = {s: len(d) for s, d in self.datasets.items()}
         log.info(

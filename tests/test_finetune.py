@@ -268,3 +268,26 @@ def test_malicious_checkpoint_is_refused_without_running_it(tmp_path: Path, make
             )
         )
     assert not marker.exists()
+
+
+def test_on_bad_file_skip_leaves_broken_images_out_with_a_count(tmp_path: Path) -> None:
+    from datamodules.folder import FolderDataModule
+
+    root = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / name / f"{i}.png")
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    dm = FolderDataModule(
+        data_dir=str(tmp_path),
+        root=str(root),
+        image_size=16,
+        split_fractions=(1.0, 0.0, 0.0),
+        on_bad_file="skip",
+    )
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file\(s\) of 9; first: .*broken\.png"):
+        dm.setup()
+    assert len(dm.datasets["train"]) == 8
+    with pytest.raises(ConfigError, match=r"data\.on_bad_file='ignore'"):
+        FolderDataModule(data_dir=str(tmp_path), root=str(root), on_bad_file="ignore")
