@@ -124,3 +124,24 @@ def test_random_image_modes_and_sizes_load_or_fail_by_name(tmp_path: Path) -> No
         assert image.shape == (32, 32, 3) and image.dtype == np.uint8, path.name
         loaded += 1
     assert loaded >= 100 and failed >= 1
+
+
+@pytest.mark.slow
+def test_twenty_resumes_leave_one_coherent_history(make_cfg) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from visionlab.runner import train
+
+    first = make_cfg("trainer.max_epochs=1", "run_test=false", run="long")
+    train(first)
+    run = Path(first.paths.run_dir)
+    for epochs in range(2, 22):
+        train(
+            make_cfg(f"resume={run}", f"trainer.max_epochs={epochs}", "run_test=false", run=f"unused{epochs}")
+        )
+    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("val/acc")]
+    assert len(steps) == 21 and steps == sorted(set(steps))  # one point per epoch, none repeated
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 20
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
