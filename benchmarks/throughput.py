@@ -47,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import datamodules  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
 from visionlab.callbacks import build_callbacks
-from visionlab.runner import build_datamodule, build_loggers, build_trainer
+from visionlab.runner import build_datamodule, build_loggers, build_module, build_trainer
 
 #: every task of the framework, in the order the tables list them
 TASKS = ("finetune", "pose", "defect", "segment", "embed")
@@ -81,6 +81,7 @@ class TaskResult:
     precision: str = ""
     num_workers: int | str = 0
     augment: bool = False
+    gpu_augment: bool = False
     bound: float = float("nan")
     real: float = float("nan")
     loop: float = float("nan")
@@ -195,12 +196,17 @@ def batch_size(batch: Any) -> int:
     raise ValueError("the batch holds no tensor")
 
 
-def prepare(module: pl.LightningModule, batch: Any, device: torch.device) -> Any:
-    """What Lightning does between the DataLoader and `training_step`: the module's hooks around
-    the transfer (normalisation on the device lives in `on_after_batch_transfer`)."""
+def prepare(
+    module: pl.LightningModule, batch: Any, device: torch.device, datamodule: Any = None, epoch: int = 0
+) -> Any:
+    """What Lightning does between the DataLoader and `training_step`: the module's hook before the
+    transfer, the transfer, the data's augmentation on the device (`data.gpu_augment`), and the
+    module's `prepare_batch` (normalisation on the device)."""
     batch = module.on_before_batch_transfer(batch, 0)
     batch = to_device(batch, device)
-    return module.on_after_batch_transfer(batch, 0)
+    if getattr(datamodule, "gpu_augment", None) is not None:
+        batch = datamodule.gpu_augment_batch(batch, epoch)
+    return module.prepare_batch(batch)
 
 
 class TrainStep:
@@ -308,7 +314,7 @@ def time_bound(step: TrainStep, batch: Any, settings: Settings, device: torch.de
 
 
 def time_trainer(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, module_cls: type, settings: Settings, repeat: int = 0
+    cfg: DictConfig, datamodule: pl.LightningDataModule, settings: Settings, repeat: int = 0
 ) -> float:
     """(b) img/s of a Lightning fit of a fresh module on the task's DataModule, with the trainer,
     loggers and callbacks of a real run (writing into `<cfg.paths.run_dir>/real_<repeat>`),
@@ -321,24 +327,28 @@ def time_trainer(
         cfg.trainer.limit_val_batches = 0
         cfg.trainer.num_sanity_val_steps = 0
     clock = StepClock(device_of(cfg), settings.warmup, settings.steps)
-    module = module_cls.from_config(cfg, datamodule.info())
+    module = build_module(cfg, datamodule)
     callbacks = [*build_callbacks(_plain(cfg.get("callbacks"))), ClockCallback(clock)]
     trainer = build_trainer(cfg, callbacks, build_loggers(cfg))
     trainer.fit(module, datamodule=datamodule)
     return clock.images_per_second
 
 
-def time_loop(step: TrainStep, loader: Iterable[Any], settings: Settings, device: torch.device) -> float:
+def time_loop(
+    step: TrainStep, datamodule: Any, loader: Iterable[Any], settings: Settings, device: torch.device
+) -> float:
     """(c) img/s of a hand-written loop over the task's DataLoader (one pass per epoch, as long as needed)."""
     clock = StepClock(device, settings.warmup, settings.steps)
     module = step.module
+    epoch = 0
     while not clock.done:
         for index, raw in enumerate(loader):
-            batch = prepare(module, raw, device)
+            batch = prepare(module, raw, device, datamodule, epoch)
             step(batch, index)
             clock.step_done(batch_size(batch))
             if clock.done:
                 break
+        epoch += 1
     return clock.images_per_second
 
 
@@ -360,7 +370,7 @@ def measure_task(task: str, settings: Settings, log: Callable[[str], None] = pri
     from visionlab.registry import task_classes
 
     try:
-        module_cls, _ = task_classes(task)
+        task_classes(task)
     except ImportError as err:
         return TaskResult(task, skipped=f"does not import ({err})")
 
@@ -374,11 +384,11 @@ def measure_task(task: str, settings: Settings, log: Callable[[str], None] = pri
         datamodule = build_datamodule(cfg)
 
         # (a) and (c) share one module and optimizer; (b) builds its own per repeat, as a run does.
-        module = module_cls.from_config(cfg, datamodule.info()).to(device).train()
+        module = build_module(cfg, datamodule).to(device).train()
         if hasattr(module, "apply_freeze"):
             module.apply_freeze()
         step = TrainStep(module, cfg.trainer.precision, device)
-        sample = prepare(module, next(iter(datamodule.train_dataloader())), device)
+        sample = prepare(module, next(iter(datamodule.train_dataloader())), device, datamodule)
         resident = random_like(sample)
 
         result = TaskResult(
@@ -389,13 +399,14 @@ def measure_task(task: str, settings: Settings, log: Callable[[str], None] = pri
             precision=str(cfg.trainer.precision),
             num_workers=cfg.data.get("num_workers", 0),
             augment=bool(cfg.data.get("augment")),
+            gpu_augment=bool(cfg.data.get("gpu_augment")),
             repeats={"bound": [], "real": [], "loop": []},
         )
         for repeat in range(settings.repeats):
             result.repeats["bound"].append(time_bound(step, resident, settings, device))
-            result.repeats["real"].append(time_trainer(cfg, datamodule, module_cls, settings, repeat))
+            result.repeats["real"].append(time_trainer(cfg, datamodule, settings, repeat))
             loader = datamodule.train_dataloader()  # one loader per repeat, as one per fit in (b)
-            result.repeats["loop"].append(time_loop(step, loader, settings, device))
+            result.repeats["loop"].append(time_loop(step, datamodule, loader, settings, device))
             del loader  # ends its persistent workers before the next measurement
             log(
                 f"{task} repeat {repeat + 1}/{settings.repeats}: "
@@ -459,11 +470,17 @@ def markdown_table(results: Sequence[TaskResult]) -> str:
             lines.append(f"| {r.task} | skipped: {r.skipped} |" + " |" * (len(header) - 2))
             continue
         cells = [r.task, r.model, "x".join(map(str, r.input_shape)), str(r.batch_size), r.precision,
-                 str(r.num_workers), "yes" if r.augment else "no",
+                 str(r.num_workers), augment_where(r),
                  _rate(r.bound), _rate(r.real), _rate(r.loop),
                  f"{r.pipeline_efficiency:.2f}", f"{r.framework_overhead:.2f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def augment_where(result: TaskResult) -> str:
+    """Where the training augmentation runs: cpu (Albumentations), gpu (kornia), both, or no."""
+    where = [name for name, on in (("cpu", result.augment), ("gpu", result.gpu_augment)) if on]
+    return "+".join(where) or "no"
 
 
 def _rate(value: float) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules.gpu_augment import GpuAugment
 from visionlab.errors import ConfigError, DataError
 
 
@@ -86,17 +87,60 @@ class EpochSampler(Sampler):
     def __len__(self) -> int:
         return self.length
 
-    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+    def epoch_order(self) -> tuple[torch.Tensor, torch.Generator]:
+        """This epoch's index order (and the generator, positioned to draw the sample seeds next);
+        advances the epoch when Lightning does not call `set_epoch`."""
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
         order = (
             torch.randperm(self.length, generator=generator) if self.shuffle else torch.arange(self.length)
         )
         if not self._epoch_set:
             self.epoch += 1
+        return order, generator
+
+    def __iter__(self) -> Iterator[int | tuple[int, int]]:
+        order, generator = self.epoch_order()
         if not self.per_sample_seeds:
             return iter(order.tolist())
         seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=generator)
         return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+class DeviceBatches:
+    """Batches cut from tensors that already sit on the training device: the whole data set is
+    resident (`data.device_resident`, for MNIST-size data), so a batch is one gather on the device,
+    with no loader workers, collation or host-to-device copy. The order is `EpochSampler`'s, so the
+    batches equal those of `make_loader` for the same seed; under DDP each rank takes every
+    world_size-th batch-sized slice of that order, as Lightning's DistributedSampler would shard it.
+    """
+
+    def __init__(
+        self,
+        tensors: Sequence[torch.Tensor],
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.tensors, self.batch_size, self.drop_last = list(tensors), batch_size, drop_last
+        self.rank, self.world_size = rank, world_size
+        #: Lightning calls `sampler.set_epoch` before every epoch, as for a DataLoader
+        self.sampler = EpochSampler(len(self.tensors[0]), shuffle, torch.initial_seed())
+
+    def _rank_length(self) -> int:
+        return len(range(self.rank, self.sampler.length, self.world_size))
+
+    def __len__(self) -> int:
+        n = self._rank_length()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        order, _ = self.sampler.epoch_order()
+        order = order[self.rank :: self.world_size].to(self.tensors[0].device, non_blocking=True)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            yield [t[rows] for t in self.tensors]
 
 
 class SeededSamples(Dataset):
@@ -124,11 +168,19 @@ def decode_all(
     return np.stack(arrays) if arrays else np.zeros((0,), dtype=np.uint8)
 
 
+def check_on_bad_file(value: Any, key: str = "data.on_bad_file") -> bool:
+    """True for `skip`, False for `raise` (the default); anything else is a ConfigError naming `key`."""
+    if value not in ("raise", "skip"):
+        raise ConfigError(f"{key}={value!r} must be 'raise' or 'skip'")
+    return value == "skip"
+
+
 def readable_items(
-    items: Sequence[Any], load: Callable[[Any], Any], key: str = "data.on_bad_file"
+    items: Sequence[Any], load: Callable[[Any], Any], key: str = "data.on_bad_file", unit: str = "file"
 ) -> list[int]:
-    """Positions of the items `load` can read; the others are skipped with one warning that counts
-    them and names the first (`data.on_bad_file=skip`, for data sets with a few broken files)."""
+    """Positions of the items `load` can read (it raises `DataError` otherwise); the others are skipped
+    with one warning that counts them and names the first (`data.on_bad_file=skip`, for data sets with a
+    few broken files). `unit` names what an item is in that warning, e.g. "image/mask pair"."""
     threads = max(1, min(8, os.cpu_count() or 1))
 
     def ok(item: Any) -> str | None:
@@ -143,7 +195,7 @@ def readable_items(
     bad = [e for e in errors if e is not None]
     if bad:
         warnings.warn(
-            f"{key}=skip: skipped {len(bad)} unreadable file(s) of {len(items)}; first: {bad[0]}",
+            f"{key}=skip: skipped {len(bad)} unreadable {unit}(s) of {len(items)}; first: {bad[0]}",
             stacklevel=2,
         )
     return [i for i, e in enumerate(errors) if e is None]
@@ -158,14 +210,28 @@ class SplitDataModule(pl.LightningDataModule):
     batch_size: int
     num_workers: int
     pin_memory: bool
+    #: batched augmentation on the training device (`data.gpu_augment`), None = none
+    gpu_augment: GpuAugment | None = None
+
+    def gpu_augment_batch(self, batch: Any, epoch: int) -> Any:
+        """Apply `gpu_augment` to a training batch already on the device. Default layout: images
+        first, the rest (labels) unchanged; datamodules with keypoints or masks override."""
+        assert self.gpu_augment is not None
+        images = self.gpu_augment(batch[0], epoch=epoch)[0]
+        return type(batch)([images, *batch[1:]])
 
     def loader(self, split: str, shuffle: bool = False) -> DataLoader:
         """The DataLoader of `split`; an empty train/test split is a DataError naming it."""
+        dataset = self.checked_dataset(split)
+        drop_last = shuffle and len(dataset) > self.batch_size
+        return make_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory, drop_last)
+
+    def checked_dataset(self, split: str) -> Dataset:
+        """The dataset of `split`; an empty train/test split is a DataError naming it."""
         dataset = self.datasets[split]
         if not len(dataset) and split != "val":
             raise DataError(f"{self.describe()}: the {split} split is empty; {self.empty_split_hint}")
-        drop_last = shuffle and len(dataset) > self.batch_size
-        return make_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory, drop_last)
+        return dataset
 
     def describe(self) -> str:
         """Where the data comes from, for error messages."""

@@ -20,17 +20,19 @@ from torch.utils.data import Dataset
 from datamodules.common import (
     SplitDataModule,
     check_fractions,
+    check_on_bad_file,
     check_positive,
     decode_all,
     readable_items,
     resolve_num_workers,
     resolve_pin_memory,
 )
+from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import list_images, read_image
 from datamodules.synthetic import ensure_generated
 from datamodules.synthetic.shapes import generate_shapes
 from datamodules.transforms import SeededAugment, build_augment, resize_short_side_center_crop
-from visionlab.errors import ConfigError, DataError
+from visionlab.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -128,10 +130,7 @@ class ImageFolderDataset(Dataset):
         image_size: int,
         augment: SeededAugment | None,
         cache: bool,
-        skip_bad_files: bool = False,
     ) -> None:
-        if skip_bad_files:
-            items = [items[i] for i in readable_items([p for p, _ in items], read_image)]
         self.paths = [p for p, _ in items]
         self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
         self.load = functools.partial(load_resized, size=image_size)
@@ -173,6 +172,7 @@ class FolderDataModule(SplitDataModule):
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
         augment: list[dict[str, Any]] | None = None,
+        gpu_augment: list[dict[str, Any]] | None = None,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -185,11 +185,10 @@ class FolderDataModule(SplitDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = resolve_pin_memory(pin_memory)
         self.cache_images = cache_images
-        if on_bad_file not in ("raise", "skip"):
-            raise ConfigError(f"data.on_bad_file={on_bad_file!r} must be 'raise' or 'skip'")
-        self.skip_bad_files = on_bad_file == "skip"
+        self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.mean, self.std = list(mean), list(std)
         self.augment = build_augment(augment)
+        self.gpu_augment = build_gpu_augment(gpu_augment)
         self.synthetic = dict(synthetic or {})
         self.index: FolderIndex | None = None
         self.datasets: dict[str, ImageFolderDataset] = {}
@@ -206,10 +205,15 @@ class FolderDataModule(SplitDataModule):
         if self.index is not None:
             return
         self.index = index_class_folders(self.resolved_root, self.fractions, self.split_seed)
+        if self.skip_bad_files:  # one pass over every split: one warning counts every unreadable image
+            paths = [p for split in SPLITS for p, _ in self.index.samples[split]]
+            readable = {paths[i] for i in readable_items(paths, read_image)}
+            for items in self.index.samples.values():
+                items[:] = [it for it in items if it[0] in readable]
         for split in SPLITS:
             augment = self.augment if split == "train" else None
             self.datasets[split] = ImageFolderDataset(
-                self.index.samples[split], self.image_size, augment, self.cache_images, self.skip_bad_files
+                self.index.samples[split], self.image_size, augment, self.cache_images
             )
         sizes = {s: len(d) for s, d in self.datasets.items()}
         log.info(

@@ -32,12 +32,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.common import (
     SplitDataModule,
+    check_on_bad_file,
     check_positive,
     decode_all,
     make_loader,
     resolve_num_workers,
     resolve_pin_memory,
 )
+from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import read_image
 from datamodules.lsp_format import LSPAnnotations, read_lsp, split_lsp
 from datamodules.synthetic import ensure_generated
@@ -157,9 +159,11 @@ class LSPDataModule(SplitDataModule):
         num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
         cache_images: bool = True,
+        on_bad_file: str = "raise",
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
         augment: list[dict[str, Any]] | None = None,
+        gpu_augment: list[dict[str, Any]] | None = None,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -182,12 +186,14 @@ class LSPDataModule(SplitDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = resolve_pin_memory(pin_memory)
         self.cache_images = cache_images
+        self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.mean, self.std = list(mean), list(std)
         self.augment = build_augment(
             augment,
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             save_applied_params=True,
         )
+        self.gpu_augment = build_gpu_augment(gpu_augment, mirror_permutation=LSP_FLIP_PERMUTATION)
         self.synthetic = dict(synthetic or {})
         self.annotations: LSPAnnotations | None = None
         self.datasets: dict[str, LSPDataset] = {}
@@ -205,7 +211,7 @@ class LSPDataModule(SplitDataModule):
             return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ann = read_lsp(self.resolved_root, self.visible_value)
+            ann = read_lsp(self.resolved_root, self.visible_value, self.skip_bad_files)
             split = split_lsp(
                 ann,
                 train_count=self.train_count,
@@ -245,6 +251,13 @@ class LSPDataModule(SplitDataModule):
             "root": str(self.resolved_root),
             "layout": self.annotations.layout,
         }
+
+    def gpu_augment_batch(self, batch: Any, epoch: int) -> Any:
+        """Images, joints and visibility move together on the device; a flip swaps left and right."""
+        assert self.gpu_augment is not None
+        images, joints, visible = batch
+        images, joints, visible, _ = self.gpu_augment(images, joints, visible, epoch=epoch)
+        return [images, joints, visible]
 
     def plain_dataset(self, split: str) -> LSPDataset:
         """`split` without augmentation (shares the cached images), e.g. to fit error statistics."""

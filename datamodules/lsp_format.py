@@ -9,7 +9,9 @@ Both layouts store 14 joints in LSP order in `joints.mat` under the key `joints`
 The layout is detected from the array shape. Coordinates are kept as stored (pixels, x right, y down).
 
 Annotations without an image file are skipped: they are counted in `LSPAnnotations.missing`
-and reported by one warning; a dataset with no image at all is a `DataError`. Joints outside the
+and reported by one warning; a dataset with no image at all is a `DataError`. An image that cannot be
+decoded is a `DataError` naming it, or, with `skip_bad_files` (`data.on_bad_file=skip`), its row is
+left out too, counted in `missing` and reported by a second warning. Joints outside the
 image bounds (LSPet has some) keep their row and coordinates but are marked invisible; so are
 joints with non-finite coordinates, whose coordinates are set to 0 so masked losses stay finite.
 """
@@ -23,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from datamodules.common import readable_items
+from datamodules.io import read_image
 from visionlab.errors import ConfigError, DataError
 
 NUM_JOINTS = 14
@@ -43,7 +47,7 @@ class LSPAnnotations:
     image_sizes: np.ndarray  # (N, 2) int64 width, height
     indices: np.ndarray  # (N,) int64: 0-based annotation index in joints.mat of each row
     layout: str  # "lsp" or "lspet"
-    missing: list[int]  # 0-based annotation indices that had no image file (skipped)
+    missing: list[int]  # 0-based annotation indices without an image file, or an unreadable one (skipped)
 
     def __len__(self) -> int:
         return len(self.image_paths)
@@ -87,10 +91,14 @@ def read_joints_mat(path: Path) -> tuple[np.ndarray, str]:
     )
 
 
-def read_lsp(root: str | Path, visible_value: int | None = None) -> LSPAnnotations:
+def read_lsp(
+    root: str | Path, visible_value: int | None = None, skip_bad_files: bool = False
+) -> LSPAnnotations:
     """Read an LSP or LSPet folder; `visible_value` overrides the flag value meaning "visible".
 
-    None uses the layout's convention (LSP 0, LSPet 1). Image sizes are read from the file headers only.
+    None uses the layout's convention (LSP 0, LSPet 1). Image sizes are read from the file headers only,
+    unless `skip_bad_files`: then every image is decoded once, and the rows of those that cannot be are
+    dropped (joints, visibility and size together) with one warning that counts them.
     """
     root = Path(root)
     if not root.is_dir():
@@ -101,7 +109,7 @@ def read_lsp(root: str | Path, visible_value: int | None = None) -> LSPAnnotatio
     if flag_visible not in (0, 1):
         raise ConfigError(f"visible_value={visible_value!r}: expected 0, 1 or null (by layout)")
 
-    rows, paths, sizes, missing = [], [], [], []
+    rows, paths, missing = [], [], []
     for index in range(raw.shape[0]):
         path = _find_image(root, pattern.format(index + 1))
         if path is None:
@@ -109,7 +117,6 @@ def read_lsp(root: str | Path, visible_value: int | None = None) -> LSPAnnotatio
             continue
         rows.append(index)
         paths.append(path)
-        sizes.append(_image_size(path))
     if not paths:
         raise DataError(
             f"{root}: none of the {raw.shape[0]} annotated images exists (looked for "
@@ -121,6 +128,13 @@ def read_lsp(root: str | Path, visible_value: int | None = None) -> LSPAnnotatio
             f"(first: {pattern.format(missing[0] + 1)})",
             stacklevel=2,
         )
+    if skip_bad_files:
+        keep = readable_items(paths, read_image)
+        missing = sorted({*missing, *rows} - {rows[i] for i in keep})
+        rows, paths = [rows[i] for i in keep], [paths[i] for i in keep]
+        if not paths:
+            raise DataError(f"{root}: none of the {raw.shape[0]} annotated images can be read")
+    sizes = [_image_size(path) for path in paths]
 
     kept = raw[rows]
     joints = kept[:, :, :2]

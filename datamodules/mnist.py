@@ -4,8 +4,10 @@ The whole dataset is tiny (60,000 x 28 x 28 bytes = 47 MB for real MNIST), so th
 each IDX file once into one uint8 tensor (N, 28, 28, 1) held in memory; validation is a seeded
 subset of the training file's indices, not a copy. *Augment* (optional, Albumentations per sample
 on uint8) runs only when `data.augment` is set; without it a batch is one tensor index
-(`__getitems__`), so the main process feeds the network faster than worker processes would.
-*Normalise* (MNIST mean/std) happens on the device in `EmbedTask.on_after_batch_transfer`.
+(`__getitems__`), so the main process feeds the network faster than worker processes would. On a
+GPU (`data.device_resident`) the whole set moves to the device once and batches are cut there
+(`datamodules.common.DeviceBatches`); `data.gpu_augment` then augments them on the device.
+*Normalise* (MNIST mean/std) happens on the device in `EmbedTask.prepare_batch`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.common import (
+    DeviceBatches,
     SplitDataModule,
+    check_on_bad_file,
     check_positive,
     resolve_num_workers,
     resolve_pin_memory,
 )
+from datamodules.gpu_augment import build_gpu_augment
 from datamodules.idx import MNIST_HELP, read_mnist
 from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolTransform, load_symbols
 from datamodules.synthetic import ensure_generated
@@ -96,10 +101,13 @@ class MNISTDataModule(SplitDataModule):
         mean: tuple[float, ...] = (MNIST_MEAN,),
         std: tuple[float, ...] = (MNIST_STD,),
         augment: list[dict[str, Any]] | None = None,
+        gpu_augment: list[dict[str, Any]] | None = None,
+        device_resident: bool | str = "auto",
         synthetic: dict[str, Any] | None = None,
         symbols_train: str | None = None,
         symbols_test: str | None = None,
         symbol_transform: dict[str, Any] | None = None,
+        on_bad_file: str = "raise",
     ) -> None:
         super().__init__()
         check_positive("data.batch_size", batch_size)
@@ -119,12 +127,25 @@ class MNISTDataModule(SplitDataModule):
         self.pin_memory = resolve_pin_memory(pin_memory)
         self.mean, self.std = [float(mean[0])], [float(std[0])]
         self.augment = build_augment(augment)
+        self.gpu_augment = build_gpu_augment(gpu_augment)
+        if device_resident not in (True, False, "auto"):
+            raise ConfigError(f"data.device_resident={device_resident!r} must be true, false or auto")
+        if device_resident is True and self.augment is not None:
+            raise ConfigError(
+                "data.device_resident=true cannot run data.augment (Albumentations works per sample on the "
+                "CPU): move the transforms to data.gpu_augment (kornia, on the device) or set "
+                "data.device_resident=false"
+            )
+        self.device_resident = device_resident
+        self._resident: dict[str, list[torch.Tensor]] = {}
         self.synthetic = dict(synthetic or {})
         self.symbols_train = Path(symbols_train).expanduser() if symbols_train else None
         self.symbols_test = Path(symbols_test).expanduser() if symbols_test else None
         if self.symbols_test is not None and self.symbols_train is None:
             raise ConfigError("transfer.test is set but transfer.train is not; give the folder to train on")
         self.symbol_transform = symbol_transform_from_config(symbol_transform, 0.0, 1.0)
+        # skip applies to the symbol folders only: an IDX file is the whole data set and always raises
+        self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.class_names: list[str] = []
         self.datasets: dict[str, DigitDataset] = {}
 
@@ -180,9 +201,9 @@ class MNISTDataModule(SplitDataModule):
 
     def _setup_symbols(self) -> None:
         assert self.symbols_train is not None
-        train = load_symbols(self.symbols_train, self.symbol_transform)
+        train = load_symbols(self.symbols_train, self.symbol_transform, skip_bad_files=self.skip_bad_files)
         test = (
-            load_symbols(self.symbols_test, self.symbol_transform, train.class_names)
+            load_symbols(self.symbols_test, self.symbol_transform, train.class_names, self.skip_bad_files)
             if self.symbols_test is not None
             else train
         )
@@ -199,6 +220,31 @@ class MNISTDataModule(SplitDataModule):
             "val": DigitDataset(images, labels),
             "test": DigitDataset(as_uint8(test.images), test.labels),
         }
+
+    def training_device(self) -> torch.device:
+        """The device the trainer trains on (CPU without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def resident(self) -> bool:
+        """Whether batches come from tensors on the training device (`data.device_resident`; auto =
+        on a CUDA device when no CPU augmentation is configured)."""
+        if self.device_resident == "auto":
+            return self.augment is None and self.training_device().type == "cuda"
+        return bool(self.device_resident)
+
+    def loader(self, split: str, shuffle: bool = False) -> Any:
+        """A DataLoader, or with `resident()` the whole split on the device cut into batches there."""
+        if not self.resident():
+            return super().loader(split, shuffle)
+        dataset = self.checked_dataset(split)
+        device = self.training_device()
+        if split not in self._resident or self._resident[split][0].device != device:
+            self._resident[split] = [t.to(device) for t in dataset.tensors()]
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        drop_last = shuffle and len(dataset) > self.batch_size
+        return DeviceBatches(self._resident[split], self.batch_size, shuffle, drop_last, rank, world)
 
     def info(self) -> dict[str, Any]:
         """What the model must know about the data (stored in its hyperparameters)."""

@@ -7,7 +7,8 @@ images only; *normalise* (uint8 -> float in [0, 1], no mean/std: the autoencoder
 lives in [0, 1]) happens on the device in `DefectTask`.
 
 Each sample is `(image uint8 (H, W, 3), mask uint8 (H, W) 0/1, type index)`, type index 0 = "good"
-and k = `defect_types[k - 1]`.
+and k = `defect_types[k - 1]`. `on_bad_file=skip` leaves out the samples whose image or mask cannot be
+decoded, or whose mask has another size than its image (see `datamodules.mvtec_format`).
 
 Thresholds need data that is not the test set. Validation always holds `val_fraction` of
 `train/good`; with only good images there, a threshold can only be a high quantile of good-pixel
@@ -31,11 +32,13 @@ from torch.utils.data import Dataset
 
 from datamodules.common import (
     SplitDataModule,
+    check_on_bad_file,
     check_positive,
     decode_all,
     resolve_num_workers,
     resolve_pin_memory,
 )
+from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import read_image
 from datamodules.mvtec_format import GOOD, MVTecCategory, MVTecSample, index_category, split_train_val
 from datamodules.synthetic import ensure_generated
@@ -134,7 +137,9 @@ class MVTecDataModule(SplitDataModule):
         num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
         cache_images: bool = True,
+        on_bad_file: str = "raise",
         augment: list[dict[str, Any]] | None = None,
+        gpu_augment: list[dict[str, Any]] | None = None,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -159,7 +164,10 @@ class MVTecDataModule(SplitDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = resolve_pin_memory(pin_memory)
         self.cache_images = cache_images
+        self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.augment = build_augment(augment)
+        # training images are all good (empty masks), so only the images need transforming
+        self.gpu_augment = build_gpu_augment(gpu_augment)
         self.synthetic = dict(synthetic or {})
         self.category: MVTecCategory | None = None
         self.splits: dict[str, list[MVTecSample]] = {}
@@ -182,7 +190,7 @@ class MVTecDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.category is not None:
             return
-        self.category = index_category(self.resolved_root)
+        self.category = index_category(self.resolved_root, self.skip_bad_files)
         self.splits = split_category(
             self.category, self.val_fraction, self.val_defect_fraction, self.split_seed
         )

@@ -7,7 +7,11 @@ Layout (one category, e.g. `mvtec_anomaly_detection/hazelnut`)::
     test/<defect>/*.png                    defective test images, one folder per defect type
     ground_truth/<defect>/<stem>_mask.png  their masks; a pixel is defective where the value is > 0
 
-Only file names and PNG headers are read here; pixels are decoded later by the datamodule.
+Only file names and PNG headers are read here; pixels are decoded later by the datamodule, except
+with `skip_bad_files` (`data.on_bad_file=skip`): then every image and mask is decoded once here, and a
+sample whose image or mask cannot be read, or whose mask has another size than its image, is left out
+with one warning that counts them. A defect image without any mask file is an error either way (a
+wrong layout, not a broken file).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from datamodules.common import readable_items
 from datamodules.io import list_images, read_image
 from visionlab.errors import DataError
 
@@ -54,11 +59,13 @@ class MVTecCategory:
     defect_types: list[str]  # sorted defect folder names under test/, "good" excluded
 
 
-def index_category(root: str | Path) -> MVTecCategory:
+def index_category(root: str | Path, skip_bad_files: bool = False) -> MVTecCategory:
     """List every sample of the category at `root`, checking that each defect image has a same-sized mask.
 
     Raises `DataError` naming the folder or file: missing category or `train/good`, no training images,
-    a defect image without `ground_truth/<type>/<stem>_mask.png`, or a mask whose size differs.
+    a defect image without `ground_truth/<type>/<stem>_mask.png`, or a mask whose size differs (or
+    whose header cannot be read). With `skip_bad_files` the last two, and images or masks that cannot
+    be decoded, drop their sample instead (one warning counts them).
     """
     root = Path(root).expanduser()
     train_dir = root / "train" / GOOD
@@ -83,16 +90,37 @@ def index_category(root: str | Path) -> MVTecCategory:
                     f"{image}: defect image without its mask (expected {mask}); "
                     "add the mask or remove the image"
                 )
-            image_size, mask_size = _png_size(image), _png_size(mask)
-            if image_size != mask_size:
-                raise DataError(
-                    f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is "
-                    f"{image_size[0]}x{image_size[1]}; masks must have the size of their image"
-                )
-            test.append(MVTecSample(image, defect, mask))
+            sample = MVTecSample(image, defect, mask)
+            if not skip_bad_files:
+                check_mask_size(sample)
+            test.append(sample)
     if not test:
         raise DataError(f"{test_dir}: no test images found in test/<type>/ folders. {HOW_TO_GET}")
+    if skip_bad_files:
+        samples = train + test
+        readable = {samples[i] for i in readable_items(samples, read_sample, unit="image/mask pair")}
+        train, test = [s for s in train if s in readable], [s for s in test if s in readable]
     return MVTecCategory(root, train, test, defect_types)
+
+
+def check_mask_size(sample: MVTecSample) -> None:
+    """`DataError` naming the mask unless it has the size of its image (read from the headers)."""
+    if sample.mask is None:
+        return
+    image_size, mask_size = _png_size(sample.image), _png_size(sample.mask)
+    if image_size != mask_size:
+        raise DataError(
+            f"{sample.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {sample.image} is "
+            f"{image_size[0]}x{image_size[1]}; masks must have the size of their image"
+        )
+
+
+def read_sample(sample: MVTecSample) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a sample: (RGB image (H, W, 3) uint8, mask (H, W) bool); `DataError` naming the file
+    that cannot be read or the mask whose size differs."""
+    check_mask_size(sample)
+    image = read_image(sample.image, "RGB")
+    return image, read_mask(sample, image.shape[:2])
 
 
 def split_train_val(

@@ -15,6 +15,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
+from datamodules.common import readable_items
 from datamodules.io import list_images, read_image
 from visionlab.errors import ConfigError, DataError
 
@@ -80,13 +81,18 @@ class SymbolSet:
 
 
 def load_symbols(
-    folder: str | Path, transform: SymbolTransform | None = None, class_names: list[str] | None = None
+    folder: str | Path,
+    transform: SymbolTransform | None = None,
+    class_names: list[str] | None = None,
+    skip_bad_files: bool = False,
 ) -> SymbolSet:
     """Load every image under `folder/<class>/` (classes sorted by name, files by name).
 
     Pass the training set's `class_names` when loading a test folder so label indices agree; its
     class folders must then be among them (a subset is fine). Hidden folders and `__MACOSX` are
-    skipped. A missing folder, no class folders, or a class folder without images is a `DataError`.
+    skipped. A missing folder, no class folders, or a class folder without images is a `DataError`;
+    so is an image that cannot be decoded, unless `skip_bad_files` (`data.on_bad_file=skip`): then such
+    images are left out with one warning that counts them.
     """
     folder = Path(folder).expanduser()
     transform = transform or SymbolTransform()
@@ -101,7 +107,6 @@ def load_symbols(
     unknown = [c for c in found if c not in names]
     if unknown:
         raise DataError(f"{folder}: class folders {unknown} are not among the training classes {names}")
-    images: list[torch.Tensor] = []
     labels: list[int] = []
     paths: list[Path] = []
     for name in found:
@@ -110,8 +115,12 @@ def load_symbols(
             raise DataError(
                 f"{folder / name}: class folder holds no images (png, jpg, ...); add some or remove it"
             )
-        for path in files:
-            images.append(transform(torch.tensor(read_image(path, mode="L"))))
-            labels.append(names.index(name))
-            paths.append(path)
+        labels += [names.index(name)] * len(files)
+        paths += files
+    if skip_bad_files:
+        keep = readable_items(paths, read_image)
+        labels, paths = [labels[i] for i in keep], [paths[i] for i in keep]
+        if not paths:
+            raise DataError(f"{folder}: none of its images can be read")
+    images = [transform(torch.tensor(read_image(path, mode="L"))) for path in paths]
     return SymbolSet(torch.stack(images), torch.tensor(labels, dtype=torch.long), names, paths)

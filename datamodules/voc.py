@@ -7,6 +7,10 @@ void); *normalise* happens on the device in the LightningModule.
 
 VOC publishes no test masks, so the test split is the validation list unless `test_split` names
 another list file.
+
+`on_bad_file=skip` leaves out the ids whose image or label PNG cannot be decoded or whose label PNG has
+another size than its image (one warning counts them). Label values that are not classes still raise:
+they come from the class settings (`data.class_names`, `data.remap`), not from a broken file.
 """
 
 from __future__ import annotations
@@ -25,11 +29,14 @@ from torch.utils.data import Dataset
 
 from datamodules.common import (
     SplitDataModule,
+    check_on_bad_file,
     check_positive,
     decode_all,
+    readable_items,
     resolve_num_workers,
     resolve_pin_memory,
 )
+from datamodules.gpu_augment import build_gpu_augment
 from datamodules.synthetic import ensure_generated
 from datamodules.synthetic.voc import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from datamodules.synthetic.voc import generate_voc
@@ -177,9 +184,11 @@ class VOCDataModule(SplitDataModule):
         num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
         cache_images: bool | str = "auto",
+        on_bad_file: str = "raise",
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
         augment: list[dict[str, Any]] | None = None,
+        gpu_augment: list[dict[str, Any]] | None = None,
         synthetic: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -204,8 +213,10 @@ class VOCDataModule(SplitDataModule):
         self.num_workers = resolve_num_workers(num_workers)
         self.pin_memory = resolve_pin_memory(pin_memory)
         self.cache_images = cache_images
+        self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.mean, self.std = list(mean), list(std)
         self.augment = build_pair_augment(augment)
+        self.gpu_augment = build_gpu_augment(gpu_augment, mask_fill=VOID)
         self.synthetic = dict(synthetic or {})
         self.datasets: dict[str, SegmentationDataset] = {}
 
@@ -230,6 +241,12 @@ class VOCDataModule(SplitDataModule):
         for split in self.splits.values():
             if split not in sources:
                 sources[split] = VOCSegmentation(root, split, self.class_names, self.remap, self.unlisted)
+        if self.skip_bad_files:  # each listed id once, whatever lists hold it: one warning counts them all
+            ids = list(dict.fromkeys(i for source in sources.values() for i in source.ids))
+            any_source = next(iter(sources.values()))
+            readable = {ids[i] for i in readable_items(ids, any_source.read_files, unit="image/label pair")}
+            for source in sources.values():
+                source.ids = [i for i in source.ids if i in readable]
         datasets = {}
         for stage_name, split in self.splits.items():
             augment = self.augment if stage_name == "train" else None
@@ -243,6 +260,13 @@ class VOCDataModule(SplitDataModule):
             len(self.class_names),
             {f"{k} ({self.splits[k]})": len(d) for k, d in self.datasets.items()},
         )
+
+    def gpu_augment_batch(self, batch: Any, epoch: int) -> Any:
+        """Images and masks move together on the device; pixels from outside the frame become void."""
+        assert self.gpu_augment is not None
+        images, masks = batch
+        images, _, _, masks = self.gpu_augment(images, masks=masks, epoch=epoch)
+        return [images, masks]
 
     def info(self) -> dict[str, Any]:
         """What the model must know about the data (stored in its hyperparameters)."""

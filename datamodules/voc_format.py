@@ -165,16 +165,24 @@ class VOCSegmentation:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        sample_id = self.ids[index]
+    def read_files(self, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(RGB image (H, W, 3), raw label indices (H, W)) of `sample_id`, before the remap; `DataError`
+        naming the file that cannot be decoded, or the mask whose size differs from its image's."""
         image = read_image(self.image_path(sample_id))
         mask_file = self.mask_path(sample_id)
-        mask = self.lut[read_label_png(mask_file)]
+        mask = read_label_png(mask_file)
         if mask.shape != image.shape[:2]:
             raise DataError(
                 f"{mask_file}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
                 f"{self.image_path(sample_id).name} is {image.shape[1]}x{image.shape[0]}; they must match"
             )
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sample_id = self.ids[index]
+        image, mask = self.read_files(sample_id)
+        mask = self.lut[mask]
+        mask_file = self.mask_path(sample_id)
         values = np.unique(mask)
         bad = values[(values >= self.num_classes) & (values != VOID)]
         if len(bad):

@@ -104,7 +104,27 @@ class TaskModule(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
+    def compile_networks(self, mode: str = "default", backend: str = "inductor") -> None:
+        """torch.compile every child network in place (`compile=true`): their state-dict keys stay the
+        same, so checkpoints load with or without compilation; losses and metrics stay eager."""
+        for child in self.children():
+            if any(True for _ in child.parameters()):
+                child.compile(mode=None if backend != "inductor" else mode, backend=backend)
+
     # ---- data on the device -------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """On the device: the data's batched augmentation while training (`data.gpu_augment`), then
+        the task's `prepare_batch` (normalisation and the like)."""
+        if self._trainer is not None and self.trainer.training:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if getattr(datamodule, "gpu_augment", None) is not None:
+                batch = datamodule.gpu_augment_batch(batch, self.trainer.current_epoch)
+        return self.prepare_batch(batch)
+
+    def prepare_batch(self, batch: Any) -> Any:
+        """Turn a batch as the loader yields it (uint8 images) into what the steps take; tasks override."""
+        return batch
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, C) -> float (N, C, H, W) scaled by the data's mean/std, channels-last."""
         info = self.hparams.get("data_info", {}) or {}

@@ -132,7 +132,7 @@ class DefectTask(TaskModule):
         self._types_cpu = batch[2].tolist()
         return batch
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def prepare_batch(self, batch: Any) -> Any:
         images, masks, types = batch
         return self.normalize(images), masks.bool(), types, images
 

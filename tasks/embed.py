@@ -233,7 +233,7 @@ class EmbedTask(TaskModule):
         ]
 
     # ---- steps --------------------------------------------------------------------------------
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def prepare_batch(self, batch: Any) -> Any:
         images, labels = batch
         return self.normalize(images), labels, images
 

@@ -74,7 +74,7 @@ class FinetuneTask(TaskModule):
             return nn.ModuleList([m for name, m in self.net.named_children() if name != "fc"])
         return nn.ModuleList([self.net.features, *list(self.net.classifier)[:6]])
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def prepare_batch(self, batch: Any) -> Any:
         images, labels = batch
         return self.normalize(images), labels, images
 

@@ -215,7 +215,7 @@ class PoseTask(TaskModule):
         """Final pixel estimates (N, 14, 2) of the whole chain for normalised images x."""
         return self.predict_chain(x)[-1]
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def prepare_batch(self, batch: Any) -> Any:
         images, joints, visible = batch
         return self.normalize(images), joints.float(), visible.bool(), images
 

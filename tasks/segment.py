@@ -111,7 +111,7 @@ class SegmentTask(TaskModule):
             self.net.encoder.train(self.training)
 
     # ---- steps --------------------------------------------------------------------------------
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def prepare_batch(self, batch: Any) -> Any:
         images, masks = batch
         return self.normalize(images), masks.long(), images
 

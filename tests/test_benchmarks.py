@@ -51,3 +51,30 @@ def test_task_prefixed_overrides_apply_to_their_task_only() -> None:
     given = ["data.num_workers=0", "pose:data.image_size=220", "data.synthetic.per_class={train: 6}"]
     assert overrides_for("pose", given) == ["data.num_workers=0", "data.image_size=220", given[2]]
     assert overrides_for("defect", given) == ["data.num_workers=0", given[2]]
+
+
+def test_augment_benchmark_times_both_recipes_and_each_gpu_op(tmp_path: Path) -> None:
+    from benchmarks.augment import main
+
+    out = tmp_path / "aug.json"
+    argv = [
+        "--size",
+        "32",
+        "--batch",
+        "4",
+        "--samples",
+        "8",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    assert main([*argv, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    ops = [r["ops"] for r in rows]
+    assert (
+        ops[:2] == ["whole recipe", "whole recipe"] and "RandomGaussianNoise" in ops and "RandomAffine" in ops
+    )
+    assert all(r["images_per_second"] > 0 for r in rows)

@@ -41,9 +41,8 @@ def train(cfg: DictConfig) -> float | None:
     check_ddp_in_multirun(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module_cls, _ = task_classes(cfg.task_name)
     datamodule = build_datamodule(cfg)
-    module = module_cls.from_config(cfg, datamodule.info())
+    module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_callbacks(_plain(cfg.get("callbacks"))), loggers)
 
@@ -146,6 +145,22 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"monitor.mode={cfg.monitor.get('mode')!r} must be 'min' or 'max'")
     if cfg.get("run_test") not in (None, True, False):
         raise ConfigError(f"run_test={cfg.get('run_test')!r} must be true or false")
+    compile_mode(cfg.get("compile"))
+
+
+#: what `compile=` takes besides true/false: torch.compile's modes
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: Any) -> str | None:
+    """The torch.compile mode of `compile=` (true = "default"; false/null = no compilation)."""
+    if value in (None, False):
+        return None
+    if value is True:
+        return "default"
+    if value not in COMPILE_MODES:
+        raise ConfigError(f"compile={value!r} must be true, false or one of {list(COMPILE_MODES)}")
+    return str(value)
 
 
 def apply_resume(cfg: DictConfig) -> None:
@@ -210,6 +225,16 @@ def build_datamodule(cfg: DictConfig, trained_on: dict[str, Any] | None = None) 
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
+    """The task's LightningModule for training on `datamodule`, its networks compiled if `compile=`."""
+    module_cls, _ = task_classes(cfg.task_name)
+    module = module_cls.from_config(cfg, datamodule.info())
+    mode = compile_mode(cfg.get("compile"))
+    if mode is not None:
+        module.compile_networks(mode)
+    return module
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
