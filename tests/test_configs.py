@@ -120,6 +120,10 @@ def _generate_slowly(base):
         ("optimizer.lr=-1", "optimizer.lr=-1 must be a positive number"),
         ("model.dropout=1.0", "model.dropout=1.0 must be in [0, 1)"),
         ("optimizer.name=rmsprop", "optimizer.name='rmsprop' is not known"),
+        ("compile=fast", "compile='fast' must be true, false or one of"),
+        ("data.gpu_augment=[{name: Blur}]", "data.gpu_augment[0].name='Blur' is not a kornia.augmentation"),
+        ("data.on_bad_file=ignore", "data.on_bad_file='ignore' must be 'raise' or 'skip'"),
+        ("ckpt_path=nowhere.ckpt", "ckpt_path=nowhere.ckpt is not a file"),
     ],
 )
 def test_config_values_are_checked_before_training(make_cfg, override: str, message: str) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from visionlab.checkpointing import AtomicCheckpointIO
+from visionlab.errors import ConfigError
 
 
 def test_a_failed_save_leaves_the_previous_checkpoint_intact(
@@ -48,6 +49,24 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(make_cfg) -> None:
     train(make_cfg(f"resume={run}", "trainer.max_epochs=3", run="unused"))
     straight = _final(Path(make_cfg(run="straight").paths.run_dir))
     assert _final(run) == straight
+
+
+def test_ckpt_path_last_continues_the_newest_run_of_the_task(make_cfg, tmp_path: Path) -> None:
+    from visionlab.runner import train
+
+    outputs = [f"paths.output_dir={tmp_path}", "trainer.max_epochs=1", "run_test=false"]
+    older = make_cfg(*outputs, run="finetune/older")
+    train(older)
+    newer = make_cfg(*outputs, run="finetune/newer")
+    train(newer)
+    train(make_cfg(*outputs[:1], "ckpt_path=last", "trainer.max_epochs=2", "run_test=false", run="finetune/x"))
+    epochs = {
+        name: torch.load(tmp_path / "finetune" / name / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+        for name in ("older", "newer")
+    }
+    assert epochs == {"older": 0, "newer": 1}  # the newest run went on in place; the older is untouched
+    with pytest.raises(ConfigError, match=r"ckpt_path=last / resume=last: no run under .*empty/finetune has"):
+        train(make_cfg(f"paths.output_dir={tmp_path / 'empty'}", "resume=last"))
 
 
 @pytest.mark.slow

@@ -164,9 +164,18 @@ def compile_mode(value: Any) -> str | None:
 
 
 def apply_resume(cfg: DictConfig) -> None:
-    """`resume=<run folder>`: continue that run in place from its checkpoints/last.ckpt."""
+    """`resume=<run folder>`: continue that run in place from its checkpoints/last.ckpt.
+    `resume=last` or `ckpt_path=last`: the same for the newest run of this task."""
+    if cfg.get("ckpt_path") == "last":
+        if cfg.get("resume"):
+            raise ConfigError("give either resume=<run folder> or ckpt_path=<checkpoint>, not both")
+        cfg.resume, cfg.ckpt_path = "last", None
     if not cfg.get("resume"):
+        _resume_path(cfg)  # a ckpt_path that is not a file is refused before any data is loaded
         return
+    if cfg.resume == "last":
+        cfg.resume = str(latest_run(cfg))
+        log.info("resuming the newest %s run: %s", cfg.task_name, cfg.resume)
     folder = Path(str(cfg.resume)).expanduser()
     last = folder / "checkpoints" / "last.ckpt"
     if not last.is_file():
@@ -177,6 +186,18 @@ def apply_resume(cfg: DictConfig) -> None:
         raise ConfigError("give either resume=<run folder> or ckpt_path=<checkpoint>, not both")
     cfg.paths.run_dir = str(folder.resolve())
     cfg.ckpt_path = str(last)
+
+
+def latest_run(cfg: DictConfig) -> Path:
+    """The run folder under `paths.output_dir/<task>/` whose checkpoints/last.ckpt was written last."""
+    runs = Path(str(cfg.paths.output_dir)).expanduser() / str(cfg.task_name)
+    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ConfigError(
+            f"ckpt_path=last / resume=last: no run under {runs} has checkpoints/last.ckpt; "
+            "give a checkpoint file or run folder instead"
+        )
+    return found[-1].parent.parent
 
 
 def check_ddp_in_multirun(cfg: DictConfig) -> None:
