@@ -291,3 +291,37 @@ def test_on_bad_file_skip_leaves_broken_images_out_with_a_count(tmp_path: Path) 
     assert len(dm.datasets["train"]) == 8
     with pytest.raises(ConfigError, match=r"data\.on_bad_file='ignore'"):
         FolderDataModule(data_dir=str(tmp_path), root=str(root), on_bad_file="ignore")
+
+
+def test_checkpoints_of_another_task_or_model_shape_are_refused_by_name(
+    trained: Path, make_cfg, tmp_path: Path
+) -> None:
+    from visionlab.errors import ConfigError
+
+    state = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    other = tmp_path / "pose.ckpt"
+    torch.save({**state, "task_name": "pose"}, other)
+    with pytest.raises(ConfigError, match=r"pose\.ckpt is not a finetune checkpoint \(task: pose\)"):
+        evaluate(
+            make_cfg(
+                f"ckpt_path={other}", name="evaluate", base=[b for b in _tiny() if "max_epochs" not in b]
+            )
+        )
+    with pytest.raises(ConfigError, match=r"pose\.ckpt is not a finetune checkpoint"):
+        train(make_cfg(f"ckpt_path={other}", "trainer.max_epochs=3"))
+
+    resized = tmp_path / "resized.ckpt"
+    weights = dict(state["state_dict"])
+    weights["net.fc.weight"] = weights["net.fc.weight"][:5]
+    weights["net.fc.bias"] = weights["net.fc.bias"][:5]
+    torch.save({**state, "state_dict": weights}, resized)
+    with pytest.raises(
+        ConfigError, match=r"resized\.ckpt: its weights do not fit the configured finetune model"
+    ):
+        train(make_cfg(f"ckpt_path={resized}", "trainer.max_epochs=3"))
+    with pytest.raises(ConfigError, match=r"resized\.ckpt: its weights do not fit the finetune model"):
+        evaluate(
+            make_cfg(
+                f"ckpt_path={resized}", name="evaluate", base=[b for b in _tiny() if "max_epochs" not in b]
+            )
+        )

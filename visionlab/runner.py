@@ -46,8 +46,11 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg)
     trainer = build_trainer(cfg, build_callbacks(_plain(cfg.get("callbacks"))), loggers)
 
+    resume_from = _resume_path(cfg)
+    if resume_from is not None:
+        check_resume_checkpoint(module, Path(resume_from), cfg.task_name)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg), weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["time/train_s"] = time.perf_counter() - started
     checkpoint = trainer.checkpoint_callback
@@ -103,8 +106,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
-    """Load a checkpoint with weights_only=True; a checkpoint of another task is a clear error."""
+def read_task_checkpoint(ckpt: Path, task_name: str) -> dict[str, Any]:
+    """The checkpoint's contents, read with weights_only=True; one of another task is a clear error."""
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -114,6 +117,33 @@ def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
     saved_task = state.get("task_name") if isinstance(state, dict) else None
     if saved_task != task_name:
         raise ConfigError(f"{ckpt} is not a {task_name} checkpoint (task: {saved_task or 'unknown'})")
+    return state
+
+
+def check_resume_checkpoint(module: pl.LightningModule, ckpt: Path, task_name: str) -> None:
+    """Refuse, before training, a checkpoint to resume from that is of another task or whose weights do
+    not fit the configured model (e.g. another model.arch or number of classes)."""
+    state = read_task_checkpoint(ckpt, task_name)
+    try:
+        module.load_state_dict(state.get("state_dict", {}))
+    except RuntimeError as err:
+        raise ConfigError(
+            f"{ckpt}: its weights do not fit the configured {task_name} model ({str(err).splitlines()[0]} "
+            f"{_first_mismatch(str(err))}); resume with the settings it was trained with"
+        ) from None
+
+
+def _first_mismatch(message: str) -> str:
+    """The first 'size mismatch for <key>' line of a load_state_dict error, if any."""
+    lines = [
+        line.strip() for line in message.splitlines() if "size mismatch" in line or "Missing key" in line
+    ]
+    return lines[0] if lines else ""
+
+
+def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
+    """Load a checkpoint with weights_only=True; a checkpoint of another task is a clear error."""
+    read_task_checkpoint(ckpt, task_name)
     try:
         return module_cls.load_from_checkpoint(
             ckpt, map_location="cpu", weights_only=True, load_pretrained=False
