@@ -10,7 +10,7 @@ geometry. Pixel centres sit at integer coordinates in kornia, as in Albumentatio
 Batches keep the loader's contract: uint8 (N, H, W, C) images in, uint8 out; keypoints in continuous
 pixel coordinates; masks as class indices where pixels moved in from outside the frame get
 `mask_fill` (void). Parameters follow from (seed, epoch, batch number in the epoch), not from the
-global RNG, so a resumed run draws the same augmentation.
+global RNG, so a resumed run draws the same augmentation (each DDP rank its own).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import kornia.augmentation as K
+import numpy as np
 import torch
 from kornia.augmentation import IntensityAugmentationBase2D
 
@@ -110,7 +111,7 @@ class GpuAugment:
         visible (N, K) bool; masks (N, H, W) integer. Returns the same four, transformed together."""
         if epoch != self._epoch:
             self._epoch, self._batch = epoch, 0
-        seed = (self.seed * 1_000_003 + epoch * 100_003 + self._batch) % 2**63
+        seed = int(np.random.SeedSequence([self.seed, epoch, self._batch, _rank()]).generate_state(1)[0])
         self._batch += 1
         devices = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -158,7 +159,9 @@ class GpuAugment:
             visible = torch.ones(keypoints.shape[:2], dtype=torch.bool, device=keypoints.device)
         if self.permutation is not None:
             mirrored = self.mirror_count(len(keypoints), keypoints.device) % 2 == 1
-            perm = self.permutation.to(keypoints.device)
+            if self.permutation.device != keypoints.device:  # moved once, not per batch
+                self.permutation = self.permutation.to(keypoints.device)
+            perm = self.permutation
             keypoints = torch.where(mirrored[:, None, None], keypoints[:, perm], keypoints)
             visible = torch.where(mirrored[:, None], visible[:, perm], visible)
         x, y = keypoints[..., 0], keypoints[..., 1]
@@ -174,3 +177,9 @@ class GpuAugment:
                 fired = item.data["batch_prob"].to(device, non_blocking=True).round().long()
                 counts = counts + fired.reshape(-1).expand(batch_size)
         return counts
+
+
+def _rank() -> int:
+    """This process's rank under DDP (0 otherwise), so ranks draw different augmentations."""
+    distributed = torch.distributed
+    return distributed.get_rank() if distributed.is_available() and distributed.is_initialized() else 0
