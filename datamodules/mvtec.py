@@ -40,7 +40,14 @@ from datamodules.common import (
 )
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import read_image
-from datamodules.mvtec_format import GOOD, MVTecCategory, MVTecSample, index_category, split_train_val
+from datamodules.mvtec_format import (
+    GOOD,
+    MVTecCategory,
+    MVTecSample,
+    index_category,
+    read_mask,
+    split_train_val,
+)
 from datamodules.synthetic import ensure_generated
 from datamodules.synthetic.mvtec import generate_mvtec
 from datamodules.transforms import SeededAugment, build_augment
@@ -63,9 +70,7 @@ def load_image(path: Path, size: int) -> np.ndarray:
 
 def load_mask(sample: MVTecSample, size: int) -> np.ndarray:
     """The sample's mask (`> 0`) as uint8 0/1, resized with nearest neighbour; zeros for a good image."""
-    if sample.mask is None:
-        return np.zeros((size, size), np.uint8)
-    mask = (read_image(sample.mask, "L") > 0).astype(np.uint8)
+    mask = read_mask(sample, (size, size)).astype(np.uint8)
     if mask.shape != (size, size):
         mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
     return mask
