@@ -125,8 +125,9 @@ class DeviceBatches:
     ) -> None:
         self.tensors, self.batch_size, self.drop_last = list(tensors), batch_size, drop_last
         self.rank, self.world_size = rank, world_size
-        #: Lightning calls `sampler.set_epoch` before every epoch, as for a DataLoader
+        #: Lightning calls `sampler.set_epoch` before every epoch and inspects these, as for a DataLoader
         self.sampler = EpochSampler(len(self.tensors[0]), shuffle, torch.initial_seed())
+        self.batch_sampler = None
 
     def _rank_length(self) -> int:
         return len(range(self.rank, self.sampler.length, self.world_size))

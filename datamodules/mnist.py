@@ -222,9 +222,12 @@ class MNISTDataModule(SplitDataModule):
         }
 
     def training_device(self) -> torch.device:
-        """The device the trainer trains on (CPU without a trainer)."""
+        """The device the trainer trains on; without a trainer (a hand-written loop) the first CUDA
+        device when there is one, as `trainer.accelerator=auto` would pick."""
         trainer = getattr(self, "trainer", None)
-        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if trainer is not None:
+            return trainer.strategy.root_device
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
     def resident(self) -> bool:
         """Whether batches come from tensors on the training device (`data.device_resident`; auto =

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from test_embed import TINY_EMBED
 from test_pose import L_WRIST, R_WRIST, TINY_POSE, _colour_at, _marked_lsp, _single
 from test_segment import TINY_SEGMENT, _check_aligned, _coded_sample
 
@@ -198,6 +199,18 @@ def test_device_resident_batches_equal_the_loaders() -> None:
     assert len(loader) == len(resident) == 3  # 100 images, batch 32, last partial batch dropped
     for (x, y), (rx, ry) in zip(loader, resident, strict=True):
         assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+def test_a_device_resident_run_equals_a_dataloader_run(make_cfg) -> None:
+    import json
+
+    def final(resident: str, run: str) -> dict:
+        cfg = make_cfg(f"data.device_resident={resident}", "trainer.max_epochs=1", run=run, base=TINY_EMBED)
+        train(cfg)
+        return json.loads((Path(cfg.paths.run_dir) / "metrics.json").read_text())
+
+    resident, loader = final("true", "resident"), final("false", "loader")
+    assert resident["test/acc"] == loader["test/acc"] and resident["val/loss"] == loader["val/loss"]
 
 
 def test_device_resident_refuses_cpu_augmentation() -> None:
