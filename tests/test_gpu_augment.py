@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from test_defect import TINY_DEFECT
 from test_embed import TINY_EMBED
 from test_pose import L_WRIST, R_WRIST, TINY_POSE, _colour_at, _marked_lsp, _single
 from test_segment import TINY_SEGMENT, _check_aligned, _coded_sample
@@ -178,10 +179,12 @@ def test_the_trainer_applies_gpu_augment_to_training_batches_only(make_cfg, monk
         (TINY_POSE, "[{name: RandomHorizontalFlip, p: 0.5}, {name: RandomAffine, degrees: 20, p: 0.7}, "
                     "{name: RandomGaussianNoise, std: 0.05, p: 0.3}]"),
         (TINY_SEGMENT, "[{name: RandomHorizontalFlip, p: 0.5}, {name: RandomAffine, degrees: 30, p: 0.7}]"),
+        (TINY_DEFECT, "[{name: RandomHorizontalFlip, p: 0.5}, {name: RandomRotation, degrees: 10.0, p: 0.5}]"),
+        (TINY_EMBED, "[{name: RandomAffine, degrees: 10, p: 0.5}, {name: RandomGaussianNoise, std: 0.05}]"),
     ],
-    ids=["pose", "segment"],
+    ids=["pose", "segment", "defect", "embed"],
 )  # fmt: skip
-def test_pose_and_segment_train_with_gpu_augment(make_cfg, base: list[str], gpu_augment: str) -> None:
+def test_each_task_trains_with_gpu_augment(make_cfg, base: list[str], gpu_augment: str) -> None:
     cfg = make_cfg("data.augment=null", f"data.gpu_augment={gpu_augment}", "trainer.max_epochs=1", base=base)
     value = train(cfg)
     assert value is not None and np.isfinite(value)
