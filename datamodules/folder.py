@@ -188,7 +188,7 @@ class FolderDataModule(SplitDataModule):
         self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.mean, self.std = list(mean), list(std)
         self.augment = build_augment(augment)
-        self.gpu_augment = build_gpu_augment(gpu_augment)
+        self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(image_size, image_size, 3))
         self.synthetic = dict(synthetic or {})
         self.index: FolderIndex | None = None
         self.datasets: dict[str, ImageFolderDataset] = {}

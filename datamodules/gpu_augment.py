@@ -58,10 +58,12 @@ def build_gpu_augment(
     key: str = "data.gpu_augment",
     mirror_permutation: Sequence[int] | None = None,
     mask_fill: int = 255,
+    image_shape: tuple[int, int, int] | None = None,
 ) -> GpuAugment | None:
     """A `GpuAugment` from `[{name: RandomHorizontalFlip, p: 0.5}, ...]`; None for an empty list.
 
-    An unknown name or bad arguments is a ConfigError naming `key[i]`.
+    An unknown name or bad arguments is a ConfigError naming `key[i]`; with `image_shape` (H, W, C) of
+    the batches, so is a pipeline that would change that size (checked now, not at the first batch).
     """
     if not specs:
         return None
@@ -80,7 +82,10 @@ def build_gpu_augment(
         except Exception as err:  # TypeError / ValueError / AssertionError: all mean bad arguments
             first = " ".join(str(err).strip().splitlines()[:2])
             raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {first}") from None
-    return GpuAugment(ops, mirror_permutation, mask_fill, key)
+    augment = GpuAugment(ops, mirror_permutation, mask_fill, key)
+    if image_shape is not None:
+        augment.check_shape(image_shape)
+    return augment
 
 
 class GpuAugment:
@@ -117,6 +122,13 @@ class GpuAugment:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             return self._apply(images, keypoints, visible, masks)
+
+    def check_shape(self, image_shape: tuple[int, int, int]) -> None:
+        """Run the pipeline once on two blank images of `image_shape` (H, W, C), on the CPU and outside
+        the random state and batch count of training, so a size-changing op is refused up front."""
+        blank = torch.zeros((2, *image_shape), dtype=torch.uint8)
+        with torch.random.fork_rng(devices=[]):
+            self._apply(blank, None, None, None)
 
     def _apply(
         self,

@@ -193,7 +193,9 @@ class LSPDataModule(SplitDataModule):
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             save_applied_params=True,
         )
-        self.gpu_augment = build_gpu_augment(gpu_augment, mirror_permutation=LSP_FLIP_PERMUTATION)
+        self.gpu_augment = build_gpu_augment(
+            gpu_augment, mirror_permutation=LSP_FLIP_PERMUTATION, image_shape=(image_size, image_size, 3)
+        )
         self.synthetic = dict(synthetic or {})
         self.annotations: LSPAnnotations | None = None
         self.datasets: dict[str, LSPDataset] = {}

@@ -127,7 +127,7 @@ class MNISTDataModule(SplitDataModule):
         self.pin_memory = resolve_pin_memory(pin_memory)
         self.mean, self.std = [float(mean[0])], [float(std[0])]
         self.augment = build_augment(augment)
-        self.gpu_augment = build_gpu_augment(gpu_augment)
+        self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(28, 28, 1))
         if device_resident not in (True, False, "auto"):
             raise ConfigError(f"data.device_resident={device_resident!r} must be true, false or auto")
         if device_resident is True and self.augment is not None:

@@ -172,7 +172,7 @@ class MVTecDataModule(SplitDataModule):
         self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.augment = build_augment(augment)
         # training images are all good (empty masks), so only the images need transforming
-        self.gpu_augment = build_gpu_augment(gpu_augment)
+        self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(image_size, image_size, 3))
         self.synthetic = dict(synthetic or {})
         self.category: MVTecCategory | None = None
         self.splits: dict[str, list[MVTecSample]] = {}

@@ -216,7 +216,9 @@ class VOCDataModule(SplitDataModule):
         self.skip_bad_files = check_on_bad_file(on_bad_file)
         self.mean, self.std = list(mean), list(std)
         self.augment = build_pair_augment(augment)
-        self.gpu_augment = build_gpu_augment(gpu_augment, mask_fill=VOID)
+        self.gpu_augment = build_gpu_augment(
+            gpu_augment, mask_fill=VOID, image_shape=(image_size, image_size, 3)
+        )
         self.synthetic = dict(synthetic or {})
         self.datasets: dict[str, SegmentationDataset] = {}
 

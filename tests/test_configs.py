@@ -122,6 +122,10 @@ def _generate_slowly(base):
         ("optimizer.name=rmsprop", "optimizer.name='rmsprop' is not known"),
         ("compile=fast", "compile='fast' must be true, false or one of"),
         ("data.gpu_augment=[{name: Blur}]", "data.gpu_augment[0].name='Blur' is not a kornia.augmentation"),
+        (
+            "data.gpu_augment=[{name: RandomResizedCrop, size: [16, 16]}]",
+            "data.gpu_augment turns 32x32 batches into 16x16",
+        ),
         ("data.on_bad_file=ignore", "data.on_bad_file='ignore' must be 'raise' or 'skip'"),
         ("ckpt_path=nowhere.ckpt", "ckpt_path=nowhere.ckpt is not a file"),
     ],
