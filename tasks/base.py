@@ -142,6 +142,11 @@ class TaskModule(pl.LightningModule):
         return None
 
     @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """Check the task's own keys (model.*, metrics.*, ...) as far as they need no data; the runner
+        calls this before any data is loaded. Tasks override; the constructor checks the rest."""
+
+    @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> TaskModule:
         """Build the module for training from the composed config; tasks with extra keys override."""
         return cls(**module_kwargs(cfg, data_info))
@@ -180,13 +185,15 @@ def _batchnorms(module: nn.Module) -> Iterator[nn.Module]:
     return (m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
 
 
-def module_kwargs(cfg: Any, data_info: dict[str, Any]) -> dict[str, Any]:
-    """Constructor arguments every task takes, as plain containers (checkpoints hold primitives only)."""
+def plain(node: Any) -> Any:
+    """A config node as plain containers (resolved), None as None."""
     from omegaconf import OmegaConf
 
-    def plain(node: Any) -> Any:
-        return OmegaConf.to_container(node, resolve=True) if node is not None else None
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
+
+def module_kwargs(cfg: Any, data_info: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments every task takes, as plain containers (checkpoints hold primitives only)."""
     return {
         "model": plain(cfg.model),
         "optimizer": plain(cfg.optimizer),

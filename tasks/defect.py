@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from tasks.base import TaskModule, module_kwargs
+from tasks.base import TaskModule, module_kwargs, plain
 from tasks.defect_eval import (
     STANDARD,
     DefectEvaluation,
@@ -51,6 +51,23 @@ NET_KEYS = (
 )
 
 
+def check_model(model: dict[str, Any], image_size: int | None) -> str:
+    """Check `model.*` against the autoencoder's settings and `data.image_size`; returns the loss name."""
+    loss = str(model.get("loss", "mse"))
+    if loss not in LOSSES:
+        raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
+    unknown = sorted(set(model) - {*NET_KEYS, "loss", "name"})
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]} is not an autoencoder setting; expected {sorted(NET_KEYS)}")
+    size = model.get("input_size", 128)
+    if image_size not in (None, size):
+        raise ConfigError(
+            f"model.input_size={size} but data.image_size={image_size}; they must match "
+            "(conf/task/defect.yaml sets data.image_size: ${model.input_size})"
+        )
+    return loss
+
+
 class DefectTask(TaskModule):
     """Autoencoder anomaly detection. `metrics` holds the evaluation settings (`tasks.defect_eval`)."""
 
@@ -72,20 +89,7 @@ class DefectTask(TaskModule):
         self.defect_types: list[str] = list(data_info.get("defect_types", []))
         self.val_has_defects = bool(data_info.get("val_has_defects", False))
         self.settings = check_settings(metrics)
-        self.loss_kind = str(model.get("loss", "mse"))
-        if self.loss_kind not in LOSSES:
-            raise ConfigError(f"model.loss={self.loss_kind!r}: expected one of {list(LOSSES)}")
-        unknown = sorted(set(model) - {*NET_KEYS, "loss", "name"})
-        if unknown:
-            raise ConfigError(
-                f"model.{unknown[0]} is not an autoencoder setting; expected {sorted(NET_KEYS)}"
-            )
-        size = model.get("input_size", 128)
-        if data_info.get("image_size") not in (None, size):
-            raise ConfigError(
-                f"model.input_size={size} but data.image_size={data_info['image_size']}; they must match "
-                "(conf/task/defect.yaml sets data.image_size: ${model.input_size})"
-            )
+        self.loss_kind = check_model(model, data_info.get("image_size"))
         try:
             self.net = ConvAutoencoder(**{k: model[k] for k in NET_KEYS if k in model})
         except ConfigError as err:
@@ -104,12 +108,14 @@ class DefectTask(TaskModule):
         self._report: dict[str, Any] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> DefectTask:
-        from omegaconf import OmegaConf
+    def check_config(cls, cfg: Any) -> None:
+        """`model.*` and `metrics.*` (thresholds, image score, ...) before data is loaded."""
+        check_model(plain(cfg.model), cfg.data.get("image_size"))
+        check_settings(plain(cfg.get("metrics")))
 
-        metrics = cfg.get("metrics")
-        metrics = OmegaConf.to_container(metrics, resolve=True) if metrics is not None else None
-        return cls(**module_kwargs(cfg, data_info), metrics=metrics)
+    @classmethod
+    def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> DefectTask:
+        return cls(**module_kwargs(cfg, data_info), metrics=plain(cfg.get("metrics")))
 
     def configure_evaluation(self, cfg: Any) -> None:
         """evaluate.py may change what is reported (reference thresholds, AU-PRO limit, bins, examples);

@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from datamodules.mnist import DIGITS, symbol_transform_from_config
 from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolSet, load_symbols
-from tasks.base import TaskModule, module_kwargs
+from tasks.base import TaskModule, module_kwargs, plain
 from tasks.embed_figures import feature_maps_figure, filter_grid_figure, filter_response_figure
 from tasks.embed_symbols import (
     SymbolReport,
@@ -37,15 +37,22 @@ from visionlab.figures import confusion_figure, save_figure
 NETS: dict[str, type[MnistNet] | type[ConvNet]] = {"mnist_net": MnistNet, "convnet": ConvNet}
 
 
-def build_net(model: dict[str, Any], num_classes: int) -> MnistNet | ConvNet:
-    """The network named by `model.arch` with `model.dropout` (null = 0)."""
+def check_net(model: dict[str, Any]) -> float:
+    """ConfigError unless `model.arch` names an embed network and `model.dropout` is in [0, 1);
+    returns the dropout (null = 0)."""
     arch = model.get("arch")
     if arch not in NETS:
         raise ConfigError(f"model.arch={arch!r} is not an embed model; expected one of {sorted(NETS)}")
     dropout = float(model.get("dropout") or 0.0)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
-    return NETS[arch](dropout=dropout, num_classes=num_classes)
+    return dropout
+
+
+def build_net(model: dict[str, Any], num_classes: int) -> MnistNet | ConvNet:
+    """The network named by `model.arch` with `model.dropout` (null = 0)."""
+    dropout = check_net(model)
+    return NETS[model["arch"]](dropout=dropout, num_classes=num_classes)
 
 
 class Embedder(nn.Module):
@@ -156,12 +163,13 @@ class EmbedTask(TaskModule):
 
     # ---- configuration ------------------------------------------------------------------------
     @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The network, the `symbols:` settings and their folders, before data is loaded."""
+        check_net(plain(cfg.model))
+        cls._check_symbols(plain(cfg.get("symbols")), folders=True)
+
+    @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> EmbedTask:
-        from omegaconf import OmegaConf
-
-        def plain(node: Any) -> Any:
-            return OmegaConf.to_container(node, resolve=True) if node is not None else None
-
         projector = plain(cfg.get("projector")) or {}
         cls._check_symbols(plain(cfg.get("symbols")), folders=True)
         return cls(

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from tasks.base import TaskModule
+from tasks.base import TaskModule, plain
 from tasks.metrics.classification import classification_metrics, scalar_results
-from tasks.nets.classifiers import ARCHS, MIN_INPUT_SIZE, build_classifier
+from tasks.nets.classifiers import ARCHS, build_classifier, check_classifier
+from tasks.nets.weights import resolve_weights_file
 from visionlab.errors import ConfigError
 from visionlab.figures import confusion_figure, labelled_grid, roc_figure, save_figure
 
@@ -27,6 +28,14 @@ class FinetuneTask(TaskModule):
 
     task_name = "finetune"
     monitor = "val/acc"
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The network name, its minimum input size and its local weights file, before data is loaded."""
+        model = plain(cfg.model)
+        check_classifier(model.get("arch"), cfg.data.get("image_size"))
+        if model.get("weights"):
+            resolve_weights_file(str(model["arch"]), str(model["weights"]))
 
     def __init__(
         self,
@@ -46,12 +55,7 @@ class FinetuneTask(TaskModule):
                 f"model.num_classes={num_classes} but the data has {len(self.class_names)} class folders "
                 f"({', '.join(self.class_names)}); set model.num_classes=null to follow the folders"
             )
-        size = int(data_info.get("image_size", 224))
-        if model.get("arch") in MIN_INPUT_SIZE and size < MIN_INPUT_SIZE[model["arch"]]:
-            raise ConfigError(
-                f"data.image_size={size} is too small for model.arch={model['arch']} "
-                f"(needs at least {MIN_INPUT_SIZE[model['arch']]} px)"
-            )
+        check_classifier(model.get("arch"), int(data_info.get("image_size", 224)))
         self.net = build_classifier(
             model["arch"],
             int(num_classes),

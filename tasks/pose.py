@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tasks.base import TaskModule, module_kwargs
+from tasks.base import TaskModule, module_kwargs, plain
 from tasks.metrics.pose import JOINT_NAMES, LIMB_GROUPS, LIMBS, PCP, PDJ
 from tasks.nets.deeppose import DeepPoseNet, select_joints
 from tasks.pose_geometry import Crops, crop_around, denormalize_from_box, normalize_to_box, torso_diameter
@@ -51,11 +51,29 @@ class ChainStage(NamedTuple):
     min_crop: float
 
 
-def build_net(model: dict[str, Any], input_size: int) -> DeepPoseNet:
-    """The DeepPose network of `model` (keys dropout, width, lrn) for `input_size` inputs."""
+def check_model(model: dict[str, Any]) -> tuple[float, float, int]:
+    """Check `model.*` of a pose run; returns the refiners' (sigma, min_crop, simulated_per_joint)."""
     arch = model.get("arch", "deeppose")
     if arch != "deeppose":
         raise ConfigError(f"model.arch={arch!r} is not a pose model; expected 'deeppose'")
+    width = model.get("width", 1.0)
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ConfigError(
+            f"model.width={width!r} must be a positive number (1.0 = the paper's AlexNet widths)"
+        )
+    sigma, min_crop = float(model.get("sigma", 1.0)), float(model.get("min_crop", 0.1))
+    simulated = int(model.get("simulated_per_joint", 1))
+    if sigma <= 0 or not 0 < min_crop <= 4 or simulated < 0:
+        raise ConfigError(
+            f"model.sigma={sigma} must be > 0, model.min_crop={min_crop} in (0, 4], "
+            f"model.simulated_per_joint={simulated} >= 0"
+        )
+    return sigma, min_crop, simulated
+
+
+def build_net(model: dict[str, Any], input_size: int) -> DeepPoseNet:
+    """The DeepPose network of `model` (keys dropout, width, lrn) for `input_size` inputs."""
+    check_model(model)
     try:
         return DeepPoseNet(
             NUM_JOINTS,
@@ -102,14 +120,7 @@ class PoseTask(TaskModule):
             raise ConfigError(f"stage={stage}: expected 1 (initial regressor) or more (refiners)")
         if len(parent_ckpts) != self.stage - 1:
             raise ConfigError(f"stage={stage} needs {self.stage - 1} parent checkpoints, got {parent_ckpts}")
-        self.sigma = float(model.get("sigma", 1.0))
-        self.min_crop = float(model.get("min_crop", 0.1))
-        self.simulated = int(model.get("simulated_per_joint", 1))
-        if self.sigma <= 0 or not 0 < self.min_crop <= 4 or self.simulated < 0:
-            raise ConfigError(
-                f"model.sigma={self.sigma} must be > 0, model.min_crop={self.min_crop} in (0, 4], "
-                f"model.simulated_per_joint={self.simulated} >= 0"
-            )
+        self.sigma, self.min_crop, self.simulated = check_model(model)
         self.net = build_net(model, self.image_size)
         # Parents are frozen and kept out of the state dict (a plain list, not submodules): the
         # checkpoint holds this stage's weights only and names its parents' files.
@@ -133,6 +144,11 @@ class PoseTask(TaskModule):
         self._test_curves: list[tuple[np.ndarray, np.ndarray]] = []
 
     # ---- construction from the training config --------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """`model.*` before data is loaded (the stage's parent checkpoint needs the data: checked later)."""
+        check_model(plain(cfg.model))
+
     @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> PoseTask:
         """Stage from the top-level `stage`; for stage > 1 the parent from `prev_ckpt` or discovery."""

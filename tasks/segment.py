@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.base import TaskModule, to_float_images
+from tasks.base import TaskModule, plain, to_float_images
 from tasks.metrics.segmentation import SegmentationScores, format_iou_report
-from tasks.nets.fcn import FCN
+from tasks.nets.fcn import ENCODERS, FCN
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
 from tasks.segment_figures import overlay_panel
 from visionlab.errors import ConfigError
@@ -27,6 +27,23 @@ from visionlab.figures import confusion_figure, save_figure
 #: samples shown in the TensorBoard overlays and in evaluate.py's overlay panel
 OVERLAY_SAMPLES = 4
 VOID = 255
+
+
+def check_model(model: dict[str, Any]) -> float:
+    """Check the FCN's `model.*` (encoder, freezing, encoder learning rate, dropout, local weights);
+    returns the dropout."""
+    if model.get("encoder", "resnet18") not in ENCODERS:
+        raise ConfigError(f"model.encoder={model.get('encoder')!r}: expected one of {list(ENCODERS)}")
+    freeze_epochs = model.get("freeze_encoder_epochs") or 0
+    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
+        raise ConfigError(f"model.freeze_encoder_epochs={freeze_epochs!r} must be an integer >= 0")
+    ratio = model.get("encoder_lr_ratio", 1.0)
+    if not isinstance(ratio, (int, float)) or ratio <= 0:
+        raise ConfigError(f"model.encoder_lr_ratio={ratio!r} must be a positive number")
+    dropout = float(model.get("dropout") or 0.0)
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"model.dropout={dropout} must lie in [0, 1)")
+    return dropout
 
 
 class SegmentTask(TaskModule):
@@ -57,15 +74,7 @@ class SegmentTask(TaskModule):
                 f"({', '.join(self.class_names)}); set model.num_classes=null to follow data.class_names"
             )
         self.class_names = self.class_names or [f"class_{k}" for k in range(num_classes)]
-        freeze_epochs = model.get("freeze_encoder_epochs") or 0
-        if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
-            raise ConfigError(f"model.freeze_encoder_epochs={freeze_epochs!r} must be an integer >= 0")
-        ratio = model.get("encoder_lr_ratio", 1.0)
-        if not isinstance(ratio, (int, float)) or ratio <= 0:
-            raise ConfigError(f"model.encoder_lr_ratio={ratio!r} must be a positive number")
-        dropout = float(model.get("dropout") or 0.0)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout={dropout} must lie in [0, 1)")
+        dropout = check_model(model)
         self.net = FCN(
             num_classes=int(num_classes),
             encoder=str(model.get("encoder", "resnet18")),
@@ -85,6 +94,14 @@ class SegmentTask(TaskModule):
         self._compare_info: dict[str, Any] = {}
         self._samples: dict[str, torch.Tensor] = {}
         self._test_scores: dict[str, Any] = {}
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """`model.*` and the encoder's local weights file, before data is loaded."""
+        model = plain(cfg.model)
+        check_model(model)
+        if model.get("weights"):
+            resolve_weights_file(str(model.get("encoder", "resnet18")), str(model["weights"]))
 
     def _scores(self, num_classes: int) -> SegmentationScores:
         return SegmentationScores(int(num_classes), VOID, self.class_names, validate_args=False)

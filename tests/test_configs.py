@@ -143,3 +143,36 @@ def test_unknown_keys_are_refused_by_name() -> None:
 
     with pytest.raises(ConfigCompositionException, match=r"data\.foo"):
         compose_config("train", ["data.foo=1"])
+
+
+@pytest.mark.parametrize(
+    ("task", "override", "message"),
+    [
+        ("finetune", "model.arch=resnet999", "model.arch='resnet999' is not a finetune model"),
+        ("finetune", "model.weights=IMAGENET1K_V1", "model.weights='IMAGENET1K_V1': "),
+        ("finetune", "data.image_size=16", "data.image_size=16 is too small for model.arch=resnet18"),
+        ("pose", "model.width=0", "model.width=0 must be a positive number"),
+        ("defect", "metrics.thresholds=[]", "metrics.thresholds=[] must be a non-empty list"),
+        ("defect", "model.loss=l1", "model.loss='l1': expected one of"),
+        ("segment", "model.encoder=vgg16", "model.encoder='vgg16': expected one of"),
+        ("embed", "model.arch=lenet", "model.arch='lenet' is not an embed model"),
+        ("embed", "symbols.k=0", "symbols.k=0 must be a positive integer"),
+        ("segment", "scheduler.name=linear", "scheduler.name='linear' is not known"),
+        ("pose", "optimizer.lr=0", "optimizer.lr=0 must be a positive number"),
+    ],
+)
+def test_task_settings_are_checked_before_any_data_is_loaded(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, task: str, override: str, message: str
+) -> None:
+    from visionlab.errors import ConfigError
+    from visionlab.runner import train
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached weights, whatever this machine has
+
+    data_dir = tmp_path / "data"
+    cfg = compose_config(
+        "train", [f"task={task}", override, f"paths.data_dir={data_dir}", f"paths.run_dir={tmp_path / 'run'}"]
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(cfg)
+    assert not data_dir.exists() or not any(data_dir.iterdir())  # nothing was generated or read

@@ -14,8 +14,9 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.o
 SCHEDULERS = ("none", "cosine", "step", "plateau")
 
 
-def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """`cfg` = {name: sgd|adam|adamw, lr, ...}; other keys go to the torch optimizer unchanged."""
+def check_optimizer(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(name, the torch optimizer's keyword arguments) of `cfg` = {name: sgd|adam|adamw, lr, ...};
+    an unknown name or a learning rate that is not a positive number is a ConfigError."""
     cfg = dict(cfg)
     name = str(cfg.pop("name", "sgd")).lower()
     if name not in OPTIMIZERS:
@@ -23,8 +24,31 @@ def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: dict[str, Any])
     if name != "sgd":
         cfg.pop("momentum", None)
         cfg.pop("nesterov", None)
-    if float(cfg.get("lr", 0)) <= 0:
-        raise ConfigError(f"optimizer.lr={cfg.get('lr')} must be a positive number")
+    lr = cfg.get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
+        raise ConfigError(f"optimizer.lr={lr} must be a positive number")
+    return name, cfg
+
+
+def check_scheduler(cfg: dict[str, Any] | None) -> str:
+    """The schedule's name, after checking `cfg` = {name: none|cosine|step|plateau, ...}."""
+    cfg = dict(cfg or {})
+    name = str(cfg.get("name", "none")).lower()
+    if name not in (*SCHEDULERS, "null"):
+        raise ConfigError(f"scheduler.name={name!r} is not known; expected one of {list(SCHEDULERS)}")
+    for key, minimum in (("warmup_epochs", 0), ("step_size", 1), ("patience", 0)):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise ConfigError(f"scheduler.{key}={value!r} must be an integer >= {minimum}")
+    gamma = cfg.get("gamma")
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma <= 0):
+        raise ConfigError(f"scheduler.gamma={gamma!r} must be a positive number")
+    return name
+
+
+def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """`cfg` = {name: sgd|adam|adamw, lr, ...}; other keys go to the torch optimizer unchanged."""
+    name, cfg = check_optimizer(cfg)
     try:
         return OPTIMIZERS[name](list(param_groups), **cfg)
     except TypeError as err:
@@ -35,8 +59,8 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: dict[str, Any] | None, max_epochs: int, monitor: str
 ) -> dict[str, Any] | None:
     """Lightning's lr_scheduler dict for `cfg` = {name: none|cosine|step|plateau, ...}, stepped per epoch."""
+    name = check_scheduler(cfg)
     cfg = dict(cfg or {})
-    name = str(cfg.pop("name", "none")).lower()
     if name in ("none", "null"):
         return None
     if name == "cosine":

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from visionlab.callbacks import build_callbacks
 from visionlab.checkpointing import AtomicCheckpointIO
 from visionlab.errors import ConfigError, DataError
+from visionlab.optim import check_optimizer, check_scheduler
 from visionlab.registry import task_classes
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,11 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("run_test") not in (None, True, False):
         raise ConfigError(f"run_test={cfg.get('run_test')!r} must be true or false")
     compile_mode(cfg.get("compile"))
+    if cfg.get("optimizer") is not None:
+        check_optimizer(_plain(cfg.optimizer))
+    check_scheduler(_plain(cfg.get("scheduler")))
+    module_cls, _ = task_classes(cfg.task_name)
+    module_cls.check_config(cfg)
 
 
 #: what `compile=` takes besides true/false: torch.compile's modes

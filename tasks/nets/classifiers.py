@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torchvision
 from torch import nn
 
@@ -21,13 +23,22 @@ ARCHS: dict[str, tuple[str, str]] = {
 }
 
 
+def check_classifier(arch: Any, image_size: int | None = None) -> None:
+    """ConfigError unless `arch` is a known network and `image_size` is large enough for it."""
+    if arch not in ARCHS:
+        raise ConfigError(f"model.arch={arch!r} is not a finetune model; expected one of {sorted(ARCHS)}")
+    if image_size is not None and image_size < MIN_INPUT_SIZE.get(arch, 0):
+        raise ConfigError(
+            f"data.image_size={image_size} is too small for model.arch={arch} (needs at least {MIN_INPUT_SIZE[arch]} px)"
+        )
+
+
 def build_classifier(
     arch: str, num_classes: int, weights: str | None = None, dropout: float | None = None
 ) -> nn.Module:
     """The torchvision network `arch` with its last layer (AlexNet/VGG `classifier[6]`, ResNet `fc`)
     replaced by a fresh Linear for `num_classes`, optionally initialised from local weights."""
-    if arch not in ARCHS:
-        raise ConfigError(f"model.arch={arch!r} is not a finetune model; expected one of {sorted(ARCHS)}")
+    check_classifier(arch)
     if num_classes < 2:
         raise ConfigError(f"model.num_classes={num_classes}: a classifier needs at least 2 classes")
     kwargs = {"dropout": float(dropout)} if dropout is not None and not arch.startswith("resnet") else {}
