@@ -110,8 +110,10 @@ class DeviceBatches:
     """Batches cut from tensors that already sit on the training device: the whole data set is
     resident (`data.device_resident`, for MNIST-size data), so a batch is one gather on the device,
     with no loader workers, collation or host-to-device copy. The order is `EpochSampler`'s, so the
-    batches equal those of `make_loader` for the same seed; under DDP each rank takes every
-    world_size-th batch-sized slice of that order, as Lightning's DistributedSampler would shard it.
+    batches equal those of `make_loader` for the same seed. Under DDP the order is padded (repeating its
+    start) to a multiple of world_size and each rank takes every world_size-th sample, as
+    `DistributedSampler` shards it: every rank gets the same number of batches, so none waits forever
+    in a collective that the others never reach.
     """
 
     def __init__(
@@ -130,7 +132,7 @@ class DeviceBatches:
         self.batch_sampler = None
 
     def _rank_length(self) -> int:
-        return len(range(self.rank, self.sampler.length, self.world_size))
+        return -(-self.sampler.length // self.world_size)
 
     def __len__(self) -> int:
         n = self._rank_length()
@@ -138,6 +140,9 @@ class DeviceBatches:
 
     def __iter__(self) -> Iterator[list[torch.Tensor]]:
         order, _ = self.sampler.epoch_order()
+        padding = self._rank_length() * self.world_size - len(order)
+        if padding:
+            order = torch.cat([order, order.repeat(-(-padding // len(order)))[:padding]])
         order = order[self.rank :: self.world_size].to(self.tensors[0].device, non_blocking=True)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             rows = order[start : start + self.batch_size]

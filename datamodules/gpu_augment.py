@@ -9,8 +9,9 @@ geometry. Pixel centres sit at integer coordinates in kornia, as in Albumentatio
 
 Batches keep the loader's contract: uint8 (N, H, W, C) images in, uint8 out; keypoints in continuous
 pixel coordinates; masks as class indices where pixels moved in from outside the frame get
-`mask_fill` (void). Parameters follow from (seed, epoch, batch number in the epoch), not from the
-global RNG, so a resumed run draws the same augmentation (each DDP rank its own).
+`mask_fill` (void). Parameters follow from (seed, epoch, batch number in the epoch, DDP rank), not
+from the global RNG, so a run resumed at an epoch boundary (as `resume=` does, from `last.ckpt`)
+draws the same augmentation as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from visionlab.errors import ConfigError
 
 #: kornia transforms that mirror the image: an odd number of them swaps the left and right joints
 MIRRORING = ("RandomHorizontalFlip", "RandomVerticalFlip")
+#: kornia transforms that warp the image but return keypoints unmoved (kornia 0.9): refused for pose
+KEYPOINT_BLIND = ("RandomElasticTransform", "RandomFisheye", "RandomThinPlateSpline")
 
 
 class RandomGaussianNoise(IntensityAugmentationBase2D):
@@ -59,11 +62,14 @@ def build_gpu_augment(
     mirror_permutation: Sequence[int] | None = None,
     mask_fill: int = 255,
     image_shape: tuple[int, int, int] | None = None,
+    keypoints: bool = False,
+    masks: bool = False,
 ) -> GpuAugment | None:
     """A `GpuAugment` from `[{name: RandomHorizontalFlip, p: 0.5}, ...]`; None for an empty list.
 
-    An unknown name or bad arguments is a ConfigError naming `key[i]`; with `image_shape` (H, W, C) of
-    the batches, so is a pipeline that would change that size (checked now, not at the first batch).
+    An unknown name or bad arguments is a ConfigError naming `key[i]`. With `image_shape` (H, W, C) of
+    the batches the pipeline is run once on blank data carrying `keypoints` / `masks` as training will,
+    so a size change or an op kornia cannot apply to them is a ConfigError now, not at the first batch.
     """
     if not specs:
         return None
@@ -77,6 +83,11 @@ def build_gpu_augment(
                 f"{key}[{i}].name={name!r} is not a kornia.augmentation transform "
                 "(e.g. RandomHorizontalFlip, RandomAffine, ColorJitter, RandomGaussianBlur, RandomGaussianNoise)"
             )
+        if keypoints and name in KEYPOINT_BLIND:
+            raise ConfigError(
+                f"{key}[{i}].name={name}: kornia warps the image but leaves keypoints where they were, so the "
+                "joints would no longer match; use rigid geometry (RandomAffine, RandomPerspective, flips, crops)"
+            )
         try:
             ops.append(cls(**spec))
         except Exception as err:  # TypeError / ValueError / AssertionError: all mean bad arguments
@@ -84,7 +95,7 @@ def build_gpu_augment(
             raise ConfigError(f"{key}[{i}] ({name}): invalid arguments {spec}: {first}") from None
     augment = GpuAugment(ops, mirror_permutation, mask_fill, key)
     if image_shape is not None:
-        augment.check_shape(image_shape)
+        augment.dry_run(image_shape, keypoints, masks)
     return augment
 
 
@@ -123,12 +134,28 @@ class GpuAugment:
             torch.manual_seed(seed)
             return self._apply(images, keypoints, visible, masks)
 
-    def check_shape(self, image_shape: tuple[int, int, int]) -> None:
-        """Run the pipeline once on two blank images of `image_shape` (H, W, C), on the CPU and outside
-        the random state and batch count of training, so a size-changing op is refused up front."""
+    def dry_run(
+        self, image_shape: tuple[int, int, int], keypoints: bool = False, masks: bool = False
+    ) -> None:
+        """Run the pipeline once on two blank images of `image_shape` (H, W, C), with keypoints and/or
+        masks, on the CPU and outside the random state and batch count of training: any failure (a size
+        change, an op that cannot carry masks, arguments kornia rejects only when run) is a ConfigError."""
+        height, width = image_shape[:2]
         blank = torch.zeros((2, *image_shape), dtype=torch.uint8)
+        count = len(self.permutation) if self.permutation is not None else 1
+        points = torch.full((2, count, 2), min(height, width) / 2) if keypoints else None
+        labels = torch.zeros((2, height, width), dtype=torch.uint8) if masks else None
         with torch.random.fork_rng(devices=[]):
-            self._apply(blank, None, None, None)
+            try:
+                self._apply(blank, points, None, labels)
+            except ConfigError:
+                raise
+            except Exception as err:  # kornia's own errors: NotImplementedError, ValueError, BaseError, ...
+                first = " ".join(str(err).strip().splitlines()[:2]) or type(err).__name__
+                carried = " with masks" if masks else " with keypoints" if keypoints else ""
+                raise ConfigError(
+                    f"{self.key}: cannot run on {width}x{height}x{image_shape[2]} batches{carried}: {first}"
+                ) from None
 
     def _apply(
         self,

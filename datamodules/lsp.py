@@ -194,7 +194,10 @@ class LSPDataModule(SplitDataModule):
             save_applied_params=True,
         )
         self.gpu_augment = build_gpu_augment(
-            gpu_augment, mirror_permutation=LSP_FLIP_PERMUTATION, image_shape=(image_size, image_size, 3)
+            gpu_augment,
+            mirror_permutation=LSP_FLIP_PERMUTATION,
+            image_shape=(image_size, image_size, 3),
+            keypoints=True,
         )
         self.synthetic = dict(synthetic or {})
         self.annotations: LSPAnnotations | None = None

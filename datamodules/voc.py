@@ -217,7 +217,7 @@ class VOCDataModule(SplitDataModule):
         self.mean, self.std = list(mean), list(std)
         self.augment = build_pair_augment(augment)
         self.gpu_augment = build_gpu_augment(
-            gpu_augment, mask_fill=VOID, image_shape=(image_size, image_size, 3)
+            gpu_augment, mask_fill=VOID, image_shape=(image_size, image_size, 3), masks=True
         )
         self.synthetic = dict(synthetic or {})
         self.datasets: dict[str, SegmentationDataset] = {}

@@ -255,3 +255,29 @@ def test_compile_values(value: object, mode: str | None) -> None:
 def test_a_bad_compile_value_is_named() -> None:
     with pytest.raises(ConfigError, match=r"compile='fast' must be true, false or one of"):
         compile_mode("fast")
+
+
+def test_device_batches_give_every_ddp_rank_the_same_number_of_batches() -> None:
+    from datamodules.common import DeviceBatches
+
+    torch.manual_seed(0)
+    for count, drop_last in ((255, True), (257, False), (3, False)):
+        ranks = [DeviceBatches([torch.arange(count)], 128, True, drop_last, rank, 2) for rank in range(2)]
+        batches = [[b[0] for b in r] for r in ranks]
+        assert len(batches[0]) == len(batches[1]) == len(ranks[0]), (count, drop_last)
+        seen = torch.cat([torch.cat(b) for b in batches if b]) if any(batches) else torch.zeros(0)
+        if not drop_last:  # together the ranks cover every sample (a few twice, as DistributedSampler pads)
+            assert set(seen.tolist()) == set(range(count))
+
+
+def test_gpu_augment_refuses_what_kornia_cannot_carry() -> None:
+    with pytest.raises(
+        ConfigError, match=r"data\.gpu_augment\[0\]\.name=RandomThinPlateSpline: kornia warps"
+    ):
+        build_gpu_augment([{"name": "RandomThinPlateSpline"}], image_shape=(32, 32, 3), keypoints=True)
+    with pytest.raises(ConfigError, match=r"data\.gpu_augment: cannot run on 32x32x3 batches with masks"):
+        build_gpu_augment([{"name": "RandomThinPlateSpline", "p": 1.0}], image_shape=(32, 32, 3), masks=True)
+    with pytest.raises(ConfigError, match=r"data\.gpu_augment: cannot run on 28x28x1 batches: "):
+        build_gpu_augment(
+            [{"name": "RandomGaussianBlur", "kernel_size": 4, "sigma": [1.0, 1.0]}], image_shape=(28, 28, 1)
+        )
