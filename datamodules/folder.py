@@ -29,7 +29,7 @@ from datamodules.common import (
 )
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import list_images, read_image
-from datamodules.synthetic import ensure_generated
+from datamodules.synthetic import ensure_generated, synthetic_folder
 from datamodules.synthetic.shapes import generate_shapes
 from datamodules.transforms import SeededAugment, build_augment, resize_short_side_center_crop
 from visionlab.errors import DataError
@@ -190,12 +190,13 @@ class FolderDataModule(SplitDataModule):
         self.augment = build_augment(augment)
         self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(image_size, image_size, 3))
         self.synthetic = dict(synthetic or {})
+        self.synthetic_root = synthetic_folder(self.data_dir, "finetune_shapes", self.synthetic)
         self.index: FolderIndex | None = None
         self.datasets: dict[str, ImageFolderDataset] = {}
 
     @property
     def resolved_root(self) -> Path:
-        return self.root if self.root is not None else self.data_dir / "finetune_shapes"
+        return self.root if self.root is not None else self.synthetic_root
 
     def prepare_data(self) -> None:
         if self.root is None:

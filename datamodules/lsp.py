@@ -42,7 +42,7 @@ from datamodules.common import (
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import read_image
 from datamodules.lsp_format import LSPAnnotations, read_lsp, split_lsp
-from datamodules.synthetic import ensure_generated
+from datamodules.synthetic import ensure_generated, synthetic_folder
 from datamodules.synthetic.lsp import generate_lsp
 from datamodules.transforms import SeededAugment, build_augment
 from tasks.metrics.pose import JOINT_NAMES, LSP_FLIP_PERMUTATION
@@ -200,12 +200,13 @@ class LSPDataModule(SplitDataModule):
             keypoints=True,
         )
         self.synthetic = dict(synthetic or {})
+        self.synthetic_root = synthetic_folder(self.data_dir, "lsp_synthetic", self.synthetic)
         self.annotations: LSPAnnotations | None = None
         self.datasets: dict[str, LSPDataset] = {}
 
     @property
     def resolved_root(self) -> Path:
-        return (self.root if self.root is not None else self.data_dir / "lsp_synthetic").resolve()
+        return (self.root if self.root is not None else self.synthetic_root).resolve()
 
     def prepare_data(self) -> None:
         if self.root is None:

@@ -99,7 +99,10 @@ class TaskModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.parameter_groups(), self.hparams.optimizer)
         max_epochs = self.trainer.max_epochs if self._trainer is not None else 1
-        scheduler = build_scheduler(optimizer, self.hparams.get("scheduler"), max_epochs or 1, self.monitor)
+        total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else None
+        scheduler = build_scheduler(
+            optimizer, self.hparams.get("scheduler"), max_epochs or 1, self.monitor, total_steps
+        )
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

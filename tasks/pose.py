@@ -72,7 +72,7 @@ def check_model(model: dict[str, Any]) -> tuple[float, float, int]:
 
 
 def build_net(model: dict[str, Any], input_size: int) -> DeepPoseNet:
-    """The DeepPose network of `model` (keys dropout, width, lrn) for `input_size` inputs."""
+    """The DeepPose network of `model` (keys dropout, width, lrn, batch_norm) for `input_size` inputs."""
     check_model(model)
     try:
         return DeepPoseNet(
@@ -81,6 +81,7 @@ def build_net(model: dict[str, Any], input_size: int) -> DeepPoseNet:
             input_size,
             bool(model.get("lrn", False)),
             float(model.get("width", 1.0)),
+            bool(model.get("batch_norm", False)),
         )
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
@@ -135,7 +136,7 @@ class PoseTask(TaskModule):
                 except RuntimeError:
                     raise ConfigError(
                         "model.init_from_previous=true needs the same network shape as stage "
-                        f"{self.stage - 1} (model.width, lrn)"
+                        f"{self.stage - 1} (model.width, lrn, batch_norm)"
                     ) from None
         self.train_metrics, self.val_metrics = _pose_metrics(), _pose_metrics()
         self.test_metrics = nn.ModuleList([_pose_metrics() for _ in range(self.stage)])

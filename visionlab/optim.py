@@ -11,7 +11,7 @@ import torch
 from visionlab.errors import ConfigError
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-SCHEDULERS = ("none", "cosine", "step", "plateau")
+SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
 
 
 def check_optimizer(cfg: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -56,13 +56,30 @@ def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: dict[str, Any])
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: dict[str, Any] | None, max_epochs: int, monitor: str
+    optimizer: torch.optim.Optimizer,
+    cfg: dict[str, Any] | None,
+    max_epochs: int,
+    monitor: str,
+    total_steps: int | None = None,
 ) -> dict[str, Any] | None:
-    """Lightning's lr_scheduler dict for `cfg` = {name: none|cosine|step|plateau, ...}, stepped per epoch."""
+    """Lightning's lr_scheduler dict for `cfg` = {name: none|cosine|onecycle|step|plateau, ...}.
+
+    All but `onecycle` step per epoch. `onecycle` steps per optimiser step over `total_steps`: a warm-up
+    over `pct_start` (default 0.15) of the steps to optimizer.lr, then cosine annealing to lr/1e4. Short
+    runs gain most from it (per-epoch schedules are coarse when there are only a few epochs).
+    """
     name = check_scheduler(cfg)
     cfg = dict(cfg or {})
     if name in ("none", "null"):
         return None
+    if name == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=max(int(total_steps or max_epochs), 1),
+            pct_start=float(cfg.get("pct_start", 0.15)),
+        )
+        return {"scheduler": scheduler, "interval": "step"}
     if name == "cosine":
         warmup = int(cfg.get("warmup_epochs", 0))
         total = max(int(max_epochs), 1)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visionlab.errors import DataError
+from visionlab.errors import ConfigError, DataError
 
 MARKER = ".visionlab_complete.json"
 
@@ -56,6 +56,18 @@ def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return root
+
+
+LEVELS = ("easy", "hard")
+
+
+def synthetic_folder(data_dir: Path, name: str, synthetic: dict[str, Any]) -> Path:
+    """Where an embedded set lives: `<data_dir>/<name>_<level>`, so the two levels never share a folder.
+    Raises a one-line ConfigError for an unknown `data.synthetic.level` (before anything is generated)."""
+    level = synthetic.get("level", "hard")
+    if level not in LEVELS:
+        raise ConfigError(f"data.synthetic.level={level!r}: expected one of {', '.join(LEVELS)}")
+    return Path(data_dir) / f"{name}_{level}"
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

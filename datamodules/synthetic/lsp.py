@@ -6,6 +6,10 @@ on a cluttered textured background. Left and right are distinguishable in princi
 and from depth: a random body turn puts one side nearer, its limbs drawn in front of the torso and
 lit, the far side behind and shaded (both cues are mirror-consistent, so flip-with-swap augmentation
 stays valid). A joint covered by a body part drawn on top of it is flagged invisible. No markers.
+
+Two levels: `hard` (4-21 clutter shapes per background, a fifth of them skin-coloured distractor
+limbs) and `easy` (the same people and poses in calmer scenes: background colour blobs at a fifth of
+their contrast, at most two clutter shapes and no distractor limbs). `hard` is the original set, unchanged for a given seed.
 """
 
 from __future__ import annotations
@@ -31,11 +35,16 @@ SKIN_TONES = np.array([[255, 219, 172], [241, 194, 125], [224, 172, 105], [198, 
                        [92, 56, 30]], dtype=np.float64)  # fmt: skip
 
 
-def generate_lsp(root: Path, num_images: int = 2000, seed: int = 0) -> None:
+LEVELS = ("easy", "hard")
+
+
+def generate_lsp(root: Path, num_images: int = 2000, seed: int = 0, level: str = "hard") -> None:
     """Write `num_images` figures as original LSP into `root`: `joints.mat` (3x14xN, 0 = visible) + JPEGs."""
+    if level not in LEVELS:
+        raise ValueError(f"data.synthetic.level={level!r}; expected one of {LEVELS}")
     root = Path(root)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    jobs = [(root, seed, i) for i in range(num_images)]
+    jobs = [(root, seed, i, level) for i in range(num_images)]
     workers = min(len(os.sched_getaffinity(0)), 8)
     if num_images < 64 or workers < 2:
         results = [_render_and_save(job) for job in jobs]
@@ -49,7 +58,7 @@ def generate_lsp(root: Path, num_images: int = 2000, seed: int = 0) -> None:
     scipy.io.savemat(str(root / "joints.mat"), {"joints": joints})
 
 
-def render_person(rng: np.random.Generator) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+def render_person(rng: np.random.Generator, level: str = "hard") -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """Draw one image; return (RGB image, joints (14, 2) pixel xy, visible (14,) bool)."""
     height = int(rng.integers(160, 261))
     width = int(np.clip(round(height * np.exp(rng.uniform(np.log(0.6), np.log(1.45)))), 120, 320))
@@ -60,7 +69,7 @@ def render_person(rng: np.random.Generator) -> tuple[Image.Image, np.ndarray, np
     offset = np.array([rng.uniform(-lo[0] * scale, width - hi[0] * scale),
                        rng.uniform(-lo[1] * scale, height - hi[1] * scale)])  # fmt: skip
     s = SUPERSAMPLE
-    img = _background(rng, width * s, height * s)
+    img = _background(rng, width * s, height * s, level == "easy")
     label = Image.new("L", img.size, 0)
     joints = pts * scale + offset
     _draw_body(img, label, rng, body, joints * s, scale * s)
@@ -80,9 +89,9 @@ def render_person(rng: np.random.Generator) -> tuple[Image.Image, np.ndarray, np
     return Image.fromarray(arr.clip(0, 255).astype(np.uint8)), joints.astype(np.float64), visible
 
 
-def _render_and_save(job: tuple[Path, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    root, seed, index = job
-    img, joints, visible = render_person(np.random.default_rng([seed, index]))
+def _render_and_save(job: tuple[Path, int, int, str]) -> tuple[np.ndarray, np.ndarray]:
+    root, seed, index, level = job
+    img, joints, visible = render_person(np.random.default_rng([seed, index]), level)
     img.save(root / "images" / f"im{index + 1:04d}.jpg", quality=90)
     return joints, visible
 
@@ -226,13 +235,16 @@ def _draw_body(img: Image.Image, label: Image.Image, rng: np.random.Generator, b
     arm(body["near"], 1.0)
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Smooth colour noise, an optional ground plane and random clutter shapes (some skin-coloured limbs)."""
+def _background(rng: np.random.Generator, width: int, height: int, sparse: bool = False) -> Image.Image:
+    """Smooth colour noise, an optional ground plane and random clutter shapes (some skin-coloured limbs;
+    `sparse`: at most two shapes and no limbs)."""
     w1, h1 = width // SUPERSAMPLE, height // SUPERSAMPLE  # texture at output resolution, then upsampled
     cells = rng.uniform(0, 255, (int(rng.integers(2, 7)), int(rng.integers(2, 7)), 3))
     base = Image.fromarray(cells.astype(np.uint8)).resize((w1, h1), Image.BICUBIC)
     tint = rng.uniform(0, 100, 3).astype(np.float32)
     arr = np.asarray(base, dtype=np.float32) * rng.uniform(0.4, 1.0) + tint
+    if sparse:  # a calm scene: the colour blobs at a fifth of their contrast around their mean
+        arr = arr.mean(axis=(0, 1)) + (arr - arr.mean(axis=(0, 1))) / 5
     if rng.random() < 0.6:
         horizon = int(h1 * rng.uniform(0.45, 0.85))
         arr[horizon:] = arr[horizon:] * 0.3 + rng.uniform(30, 180, 3).astype(np.float32) * 0.7
@@ -241,11 +253,11 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
     size = min(width, height)
-    for _ in range(int(rng.integers(4, 22))):
+    for _ in range(int(rng.integers(0, 3) if sparse else rng.integers(4, 22))):
         colour = tuple(int(c) for c in rng.uniform(0, 255, 3))
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         w, h = rng.uniform(0.03, 0.35, 2) * size
-        kind = rng.integers(5)
+        kind = rng.integers(4 if sparse else 5)
         if kind == 0:
             draw.rectangle([x, y, x + w, y + h], fill=colour)
         elif kind == 1:

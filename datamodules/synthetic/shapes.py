@@ -1,6 +1,12 @@
-"""The embedded `finetune` set: 12 classes of drawn shapes on cluttered backgrounds, written as
-class-per-folder PNGs (`root/{train,val,test}/<class>/<n>.png`). Colour is random per image, so
-only the shape tells the class."""
+"""The embedded `finetune` set: 12 classes of drawn shapes on backgrounds, written as class-per-folder
+PNGs (`root/{train,val,test}/<class>/<n>.png`). Colour is random per image, so only the shape tells
+the class.
+
+Two levels: `hard` (cluttered backgrounds with strokes, shape colours that may nearly match the
+background) and `easy` (the same shapes, rotations and gradient backgrounds, but at most one clutter
+stroke and a shape colour that always stands out from the background). `hard` is the original set,
+unchanged for a given seed.
+"""
 
 from __future__ import annotations
 
@@ -90,8 +96,11 @@ def _outline(name: str, rng: np.random.Generator) -> list[np.ndarray]:
     raise ValueError(name)
 
 
-def _background(size: int, rng: np.random.Generator) -> Image.Image:
-    """A colour gradient with noise and a few clutter strokes."""
+LEVELS = ("easy", "hard")
+
+
+def _background(size: int, rng: np.random.Generator, strokes: tuple[int, int] = (2, 6)) -> Image.Image:
+    """A colour gradient with noise and a few clutter strokes (`strokes`: range of their number)."""
     yy, xx = np.mgrid[0:size, 0:size] / size
     c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     angle = rng.uniform(0, 2 * np.pi)
@@ -100,7 +109,7 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
     img = c0 * (1 - ramp) + c1 * ramp + rng.normal(0, 12, (size, size, 1))
     canvas = Image.fromarray(img.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(*strokes)):
         pts = [tuple(p) for p in rng.uniform(0, size, (2, 2))]
         draw.line(
             pts,
@@ -110,11 +119,22 @@ def _background(size: int, rng: np.random.Generator) -> Image.Image:
     return canvas
 
 
-def draw_shape(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _contrasting_fill(canvas: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    """A random colour whose brightness differs from the background's mean by at least 70 grey levels."""
+    background = np.asarray(canvas, dtype=np.float64).reshape(-1, 3).mean(0).mean()
+    for _ in range(100):
+        fill = rng.uniform(0, 255, 3)
+        if abs(fill.mean() - background) >= 70:
+            return fill
+    return np.full(3, 255.0 if background < 128 else 0.0)
+
+
+def draw_shape(name: str, size: int, rng: np.random.Generator, level: str = "hard") -> np.ndarray:
     """One RGB uint8 image of class `name`: random scale, rotation, position and colours."""
     big = size * SUPERSAMPLE
-    canvas = _background(big, rng)
-    radius = rng.uniform(0.22, 0.4) * big
+    easy = level == "easy"
+    canvas = _background(big, rng, (0, 2) if easy else (2, 6))
+    radius = rng.uniform(0.28 if easy else 0.22, 0.4) * big
     center = rng.uniform(radius * 0.9, big - radius * 0.9, 2)
     angle = rng.uniform(0, 2 * np.pi)
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -124,7 +144,7 @@ def draw_shape(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     for k, poly in enumerate(polys):
         pts = poly @ rot.T * radius + center
         draw.polygon([tuple(p) for p in pts], fill=0 if k else 255)
-    fill = rng.uniform(0, 255, 3)
+    fill = _contrasting_fill(canvas, rng) if easy else rng.uniform(0, 255, 3)
     shade = np.linspace(0.75, 1.15, big)[None, :, None] if rng.random() < 0.5 else 1.0
     texture = (fill * shade + rng.normal(0, 10, (big, big, 3))).clip(0, 255).astype(np.uint8)
     canvas.paste(Image.fromarray(texture), (0, 0), mask)
@@ -132,9 +152,15 @@ def draw_shape(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def generate_shapes(
-    root: Path, per_class: dict[str, int] | None = None, image_size: int = 64, seed: int = 0
+    root: Path,
+    per_class: dict[str, int] | None = None,
+    image_size: int = 64,
+    seed: int = 0,
+    level: str = "hard",
 ) -> None:
     """Write `per_class[split]` images of each of the 12 classes into `root/<split>/<class>/`."""
+    if level not in LEVELS:
+        raise ValueError(f"data.synthetic.level={level!r}; expected one of {LEVELS}")
     per_class = per_class or {"train": 80, "val": 20, "test": 20}
     for split_index, (split, count) in enumerate(per_class.items()):
         for class_index, name in enumerate(CLASS_NAMES):
@@ -142,4 +168,4 @@ def generate_shapes(
             folder = Path(root) / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(int(count)):
-                Image.fromarray(draw_shape(name, image_size, rng)).save(folder / f"{i:04d}.png")
+                Image.fromarray(draw_shape(name, image_size, rng, level)).save(folder / f"{i:04d}.png")

@@ -43,9 +43,9 @@ def build_classifier(
         raise ConfigError(f"model.num_classes={num_classes}: a classifier needs at least 2 classes")
     kwargs = {"dropout": float(dropout)} if dropout is not None and not arch.startswith("resnet") else {}
     model = torchvision.models.get_model(arch, weights=None, **kwargs)
-    if weights:
-        load_state_dict_file(model, resolve_weights_file(arch, weights))
     head_path, _ = ARCHS[arch]
+    if weights:  # the old head is replaced below, so its keys (any number of classes) are not loaded
+        load_state_dict_file(model, resolve_weights_file(arch, weights), skip_prefixes=(f"{head_path}.",))
     parent_path, _, attr = head_path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     old = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]

@@ -4,6 +4,8 @@ Layout of the paper: C(96, 11, s4) - [LRN] - P - C(256, 5) - [LRN] - P - C(384, 
 C(256, 3) - P - F(4096) - F(4096) - linear to 2 x num_joints. Local response normalisation is
 optional (`lrn=False` by default: it costs GPU time and later AlexNet variants dropped it without loss).
 `width` scales every layer's channels and the FC size (1.0 = the paper; smaller = quick CPU runs).
+`batch_norm` adds BatchNorm after every convolution (off in the paper; on, a from-scratch network
+converges several times faster, which is what a short CPU budget needs).
 
 The same class serves every cascade stage. Stage 1 regresses all joints in the full-image box.
 A stage s > 1 refiner is one network shared by all joints (the paper: one network per stage): it
@@ -27,6 +29,7 @@ class DeepPoseNet(nn.Module):
         input_size: int = 220,
         lrn: bool = False,
         width: float = 1.0,
+        batch_norm: bool = False,
     ):
         super().__init__()
         self.num_joints = num_joints
@@ -38,21 +41,24 @@ class DeepPoseNet(nn.Module):
         def norm() -> nn.Module:
             return nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0) if lrn else nn.Identity()
 
+        def conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+            layers: list[nn.Module] = [
+                nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=2 if kernel > 3 else 1, bias=not batch_norm)
+            ]
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(c_out))
+            return [*layers, nn.ReLU(inplace=True)]
+
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=2),
-            nn.ReLU(inplace=True),
+            *conv(3, c1, 11, stride=4),
             norm(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(c1, c2, kernel_size=5, padding=2),
-            nn.ReLU(inplace=True),
+            *conv(c1, c2, 5),
             norm(),
             nn.MaxPool2d(kernel_size=3, stride=2),
-            nn.Conv2d(c2, c3, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c3, c4, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c4, c5, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
+            *conv(c2, c3, 3),
+            *conv(c3, c4, 3),
+            *conv(c4, c5, 3),
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         with torch.no_grad():  # the feature grid at `input_size` (5x5 at 220); other sizes are pooled to it

@@ -44,6 +44,15 @@ def resolve_weights_file(arch: str, weights: str) -> Path:
     return cached
 
 
+def network_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The torchvision network's keys of a state dict: a visionlab checkpoint stores it under `net.`
+    (finetune) or its ResNet under `net.encoder.` (segment); a plain state dict is returned as it is."""
+    for prefix in ("net.encoder.", "net."):
+        if any(k.startswith(prefix) for k in state):
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
 def load_state_dict_file(module: nn.Module, path: Path, skip_prefixes: tuple[str, ...] = ()) -> None:
     """Load a state dict file into `module` (weights_only), skipping keys of the replaced head.
 
@@ -53,6 +62,7 @@ def load_state_dict_file(module: nn.Module, path: Path, skip_prefixes: tuple[str
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    state = network_state(state)
     state = {k: v for k, v in state.items() if not k.startswith(skip_prefixes)}
     own = module.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
