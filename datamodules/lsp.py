@@ -139,6 +139,10 @@ def augment_sample(
     return image, joints, visible & inside & np.isfinite(joints).all(axis=1)
 
 
+#: the size of original LSP's standard test split (the last 1000 of its 2000 annotations)
+LSP_TEST_COUNT = 1000
+
+
 class LSPDataModule(SplitDataModule):
     """LSP / LSPet joints with letterboxed images; `root=None` uses the embedded drawn-people set."""
 
@@ -204,6 +208,13 @@ class LSPDataModule(SplitDataModule):
         self.annotations: LSPAnnotations | None = None
         self.datasets: dict[str, LSPDataset] = {}
 
+    def split_train_count(self) -> int | None:
+        """`data.train_count` for a real folder. A larger embedded set keeps LSP's 1000 test images: of
+        `num_images` drawn people the first max(train_count, num_images - 1000) are train."""
+        if self.root is not None or self.train_count is None:
+            return self.train_count
+        return max(self.train_count, int(self.synthetic.get("num_images", 2000)) - LSP_TEST_COUNT)
+
     @property
     def resolved_root(self) -> Path:
         return (self.root if self.root is not None else self.synthetic_root).resolve()
@@ -220,7 +231,7 @@ class LSPDataModule(SplitDataModule):
             ann = read_lsp(self.resolved_root, self.visible_value, self.skip_bad_files)
             split = split_lsp(
                 ann,
-                train_count=self.train_count,
+                train_count=self.split_train_count(),
                 test_fraction=self.test_fraction,
                 val_fraction=self.val_fraction,
                 seed=self.split_seed,

@@ -23,7 +23,13 @@ def resolve_weights_file(arch: str, weights: str) -> Path:
         if not as_path.is_file():
             raise ConfigError(f"model.weights={weights!r}: no such file")
         return as_path
-    enum = torchvision.models.get_model_weights(arch)
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except ValueError:
+        raise ConfigError(
+            f"model.weights={weights!r}: torchvision has no weights for {arch}; pass a .pth state dict or a "
+            "visionlab .ckpt, or model.weights=null"
+        ) from None
     name = weights.split(".")[-1]
     if name == "DEFAULT":
         entry = enum.DEFAULT
