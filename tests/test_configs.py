@@ -150,7 +150,7 @@ def test_unknown_keys_are_refused_by_name() -> None:
     [
         ("finetune", "model.arch=resnet999", "model.arch='resnet999' is not a finetune model"),
         ("finetune", "model.weights=IMAGENET1K_V1", "model.weights='IMAGENET1K_V1': "),
-        ("finetune", "data.image_size=16", "data.image_size=16 is too small for model.arch=resnet18"),
+        ("finetune", "data.image_size=16", "data.image_size=16 is too small for model.arch=resnet10"),
         ("pose", "model.width=0", "model.width=0 must be a positive number"),
         ("defect", "metrics.thresholds=[]", "metrics.thresholds=[] must be a non-empty list"),
         ("defect", "model.loss=l1", "model.loss='l1': expected one of"),

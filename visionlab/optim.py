@@ -64,8 +64,9 @@ def build_scheduler(
 ) -> dict[str, Any] | None:
     """Lightning's lr_scheduler dict for `cfg` = {name: none|cosine|onecycle|step|plateau, ...}.
 
-    All but `onecycle` step per epoch. `onecycle` steps per optimiser step over `total_steps`: a warm-up
-    over `pct_start` (default 0.15) of the steps to optimizer.lr, then cosine annealing to lr/1e4. Short
+    All but `onecycle` step per epoch. `onecycle` steps per optimiser step over `total_steps`: a linear
+    warm-up from lr/25 over `pct_start` (default 0.15) of the steps to optimizer.lr, then cosine
+    annealing to lr/1e4. Short
     runs gain most from it (per-epoch schedules are coarse when there are only a few epochs).
     """
     name = check_scheduler(cfg)
@@ -73,12 +74,18 @@ def build_scheduler(
     if name in ("none", "null"):
         return None
     if name == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=[group["lr"] for group in optimizer.param_groups],
-            total_steps=max(int(total_steps or max_epochs), 1),
-            pct_start=float(cfg.get("pct_start", 0.15)),
-        )
+        steps = max(int(total_steps or max_epochs), 1)
+        warmup_steps = max(float(cfg.get("pct_start", 0.15)) * steps, 1.0)
+
+        def one_cycle(step: int) -> float:
+            # a function of the step alone (LambdaLR saves only the step), so a resume with more epochs
+            # stretches the schedule instead of failing like OneCycleLR's saved total
+            if step < warmup_steps:
+                return 0.04 + 0.96 * step / warmup_steps
+            progress = min((step - warmup_steps) / max(steps - warmup_steps, 1.0), 1.0)
+            return 1e-4 + (1 - 1e-4) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
         return {"scheduler": scheduler, "interval": "step"}
     if name == "cosine":
         warmup = int(cfg.get("warmup_epochs", 0))
