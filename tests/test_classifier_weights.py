@@ -31,7 +31,7 @@ def test_segment_checkpoint_encoder_loads_into_a_resnet(tmp_path):
 def test_checkpoint_of_another_arch_is_refused_naming_the_file(tmp_path):
     source = build_classifier("resnet10", num_classes=5)
     torch.save({"state_dict": {f"net.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "r10.ckpt")
-    with pytest.raises(ConfigError, match="r10.ckpt"):
+    with pytest.raises(ConfigError, match=r"r10\.ckpt"):
         build_classifier("resnet18", num_classes=5, weights=str(tmp_path / "r10.ckpt"))
 
 
