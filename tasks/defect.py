@@ -103,6 +103,13 @@ class DefectTask(TaskModule):
         self.register_buffer("image_threshold", torch.tensor(float("nan"), dtype=torch.float64))
         # 1 = F1-optimal on validation defects, 0 = quantile of validation good scores, NaN = not fitted
         self.register_buffer("threshold_from_defects", torch.tensor(float("nan"), dtype=torch.float64))
+        # Per-pixel error statistics of the good training images (metrics.normalize=zscore), summed over
+        # each training epoch from the training steps' own reconstructions and fixed at validation start.
+        size = int(model.get("input_size", 128))
+        self.register_buffer("error_mean", torch.zeros(size, size))
+        self.register_buffer("error_std", torch.ones(size, size))
+        self.register_buffer("error_count", torch.zeros((), dtype=torch.float64))
+        self._error_sums: list[torch.Tensor] | None = None
         self._types_cpu: list[int] = []
         self._examples: dict[str, list[dict[str, Any]]] = {}
         self._report: dict[str, Any] = {}
@@ -126,7 +133,7 @@ class DefectTask(TaskModule):
         if given is None:
             return
         given = OmegaConf.to_container(given, resolve=True)
-        keep = {k: self.settings[k] for k in ("image_score", "smooth_sigma", "image_bins")}
+        keep = {k: self.settings[k] for k in ("image_score", "smooth_sigma", "normalize", "image_bins")}
         self.settings = check_settings({**self.settings, **given, **keep})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,9 +151,48 @@ class DefectTask(TaskModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0]
-        loss = per_sample_loss(x, self(x), self.loss_kind).mean()
+        x_hat = self(x)
+        loss = per_sample_loss(x, x_hat, self.loss_kind).mean()
+        if self.settings["normalize"] == "zscore":
+            self._add_error_stats(anomaly_map(x.float(), x_hat.detach().float()))
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _add_error_stats(self, maps: torch.Tensor) -> None:
+        maps = maps.double()
+        sums = [maps.new_tensor(float(len(maps))), maps.sum(0), maps.pow(2).sum(0)]
+        if self._error_sums is None:
+            self._error_sums = sums
+        else:
+            self._error_sums = [a + b for a, b in zip(self._error_sums, sums, strict=True)]
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._error_sums = None
+
+    def on_validation_epoch_start(self) -> None:
+        """Fix this epoch's good-image error statistics (all processes' sums) before validation scores."""
+        if self._error_sums is None:
+            return
+        n, total, squares = (self.trainer.strategy.reduce(t, reduce_op="sum") for t in self._error_sums)
+        self._error_sums = None
+        mean = total / n
+        std = (squares / n - mean.pow(2)).clamp(min=0).sqrt()
+        # Floor: a tenth of the average std, so near-constant pixels (the background) cannot blow up.
+        std = std + 0.1 * std.mean() + 1e-6
+        self.error_mean.copy_(mean.float())
+        self.error_std.copy_(std.float())
+        self.error_count.fill_(float(n))
+
+    def _scores(self, maps: torch.Tensor) -> torch.Tensor:
+        use = self.settings["normalize"] == "zscore" and float(self.error_count) > 0
+        return image_scores(
+            maps,
+            self.settings["image_score"],
+            self.settings["smooth_sigma"],
+            self.error_mean if use else None,
+            self.error_std if use else None,
+        )
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, self.val_eval, self.val_loss, per_type=1)
@@ -161,7 +207,7 @@ class DefectTask(TaskModule):
         x = x.float()
         loss.update(per_sample_loss(x, x_hat, self.loss_kind), (types == 0).double())
         maps = anomaly_map(x, x_hat)
-        scores = image_scores(maps, self.settings["image_score"], self.settings["smooth_sigma"])
+        scores = self._scores(maps)
         evaluation.update(maps, masks, types, self._types_cpu, scores)
         self._keep_examples(raw, x_hat, maps, masks, evaluation.type_names, per_type)
 

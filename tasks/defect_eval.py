@@ -22,7 +22,13 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics import Metric
 
-from tasks.metrics.anomaly import AUPRO, DefectPixelScores, PixelAUROC, PixelAveragePrecision
+from tasks.metrics.anomaly import (
+    AUPRO,
+    IMAGE_SCORES,
+    DefectPixelScores,
+    PixelAUROC,
+    PixelAveragePrecision,
+)
 from visionlab.errors import ConfigError
 
 GOOD = "good"
@@ -31,12 +37,16 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "thresholds": [0.1, 0.15, 0.2, 0.3],
     "image_score": "max",
     "smooth_sigma": 4.0,
+    # none | zscore: standardise the map per pixel by the good training images' error mean / std
+    # (fitted during each training epoch) before the image score; pixel metrics stay on |x - x_hat|.
+    "normalize": "none",
     "fpr_limit": 0.3,
     "num_bins": 1000,
     "image_bins": 10000,
     "fallback_quantile": 0.995,
     "examples": 4,
 }
+NORMALIZE = ("none", "zscore")
 #: the standard metrics of one group, in table order
 STANDARD = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "image_ap")
 
@@ -56,8 +66,12 @@ def check_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     ):
         raise ConfigError(f"metrics.thresholds={thresholds!r} must be a non-empty list of numbers in [0, 1]")
     merged["thresholds"] = [float(t) for t in thresholds]
-    if merged["image_score"] not in ("max", "p99"):
-        raise ConfigError(f"metrics.image_score={merged['image_score']!r}: expected 'max' or 'p99'")
+    if merged["image_score"] not in IMAGE_SCORES:
+        raise ConfigError(
+            f"metrics.image_score={merged['image_score']!r}: expected one of {list(IMAGE_SCORES)}"
+        )
+    if merged["normalize"] not in NORMALIZE:
+        raise ConfigError(f"metrics.normalize={merged['normalize']!r}: expected one of {list(NORMALIZE)}")
     for key, low, high in (
         ("smooth_sigma", 0, 50),
         ("fpr_limit", 1e-9, 1),

@@ -130,6 +130,9 @@ def test_checkpoint_loads_with_weights_only_and_carries_the_thresholds(trained: 
     assert "pixel_threshold" in state["state_dict"]
     module = DefectTask.load_from_checkpoint(path, weights_only=True, load_pretrained=False)
     assert math.isfinite(float(module.pixel_threshold)) and float(module.threshold_from_defects) == 1.0
+    # metrics.normalize=zscore (the default): the good training images' error statistics travel too
+    assert module.settings["normalize"] == "zscore" and float(module.error_count) == 16
+    assert module.error_mean.shape == (32, 32) and bool((module.error_std > 0).all())
 
 
 def _maps_and_scores(
@@ -143,7 +146,7 @@ def _maps_and_scores(
             m = anomaly_map(x, module(x))
             maps.append(m)
             masks.append(mask.bool())
-            scores.append(image_scores(m, module.settings["image_score"], module.settings["smooth_sigma"]))
+            scores.append(module._scores(m))
             labels.append(types > 0)
     return torch.cat(maps), torch.cat(masks), torch.cat(scores), torch.cat(labels)
 

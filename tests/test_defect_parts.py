@@ -223,6 +223,26 @@ def test_image_scores_and_f1_threshold() -> None:
     assert image_scores(maps, "p99", 0).tolist() == [0.0, 1.0]
     smoothed = image_scores(maps, "max", 2.0)
     assert smoothed[0] < 0.1 < 0.9 < smoothed[1]
+    # top1 = mean of the highest 1% (25 of 2500 pixels): one hot pixel -> 1/25; the 10x10 square -> 1
+    assert image_scores(maps, "top1", 0).tolist() == pytest.approx([1 / 25, 1.0])
+
+
+def test_image_scores_standardised_by_good_error_statistics() -> None:
+    # Good images always err at the rim (left column); the defect (a 3x3 square) errs less in absolute
+    # terms, but far more than good images do at its place: standardised, the defect image scores higher.
+    maps = torch.full((2, 10, 10), 0.02)
+    maps[:, :, 0] = 0.5
+    maps[1, 4:7, 4:7] = 0.2
+    mean = torch.full((10, 10), 0.02)
+    mean[:, 0] = 0.5
+    std = torch.full((10, 10), 0.01)
+    raw = image_scores(maps, "max", 0)
+    assert raw[0] == raw[1] == pytest.approx(0.5)  # the rim decides the raw maximum
+    z = image_scores(maps, "max", 0, mean, std)
+    # good: every pixel at its mean -> z = 0 -> sigmoid(0) = 0.5; defect: (0.2 - 0.02) / 0.01 = 18
+    assert z.tolist() == pytest.approx([0.5, float(torch.sigmoid(torch.tensor(1.8)))])
+    with pytest.raises(ConfigError, match="image_score"):
+        image_scores(maps, "mean", 0)
 
     preds = torch.tensor([0.1, 0.2, 0.35, 0.4, 0.6, 0.8])
     target = torch.tensor([0, 0, 1, 0, 1, 1])

@@ -275,25 +275,48 @@ def _to_bins(scores: torch.Tensor, num_bins: int, score_range: tuple[float, floa
     return scaled.floor().clamp(0, num_bins - 1).long()
 
 
-def image_scores(maps: torch.Tensor, mode: str = "max", smooth_sigma: float = 4.0) -> torch.Tensor:
+IMAGE_SCORES = ("max", "p99", "top1")
+
+
+def image_scores(
+    maps: torch.Tensor,
+    mode: str = "max",
+    smooth_sigma: float = 4.0,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One anomaly score per image (N,) from maps (N, H, W).
 
-    The map is first smoothed with a Gaussian of `smooth_sigma` pixels (0 = no smoothing; kernel
-    size 2*ceil(3 sigma)+1) so a single noisy pixel does not decide; then "max" takes the maximum and
-    "p99" the 99th percentile (nearest rank), which is less sensitive to reconstruction noise at edges.
+    With `mean` and `std` (H, W), the per-pixel error statistics of good images, each map is first
+    standardised, (map - mean) / std, so pixels where good images always reconstruct badly (the rim,
+    the tip, bright texture) no longer decide the score. Then the map is smoothed with a Gaussian of
+    `smooth_sigma` pixels (0 = no smoothing; kernel size 2*ceil(3 sigma)+1) so a single noisy pixel
+    does not decide; then "max" takes the maximum, "p99" the 99th percentile (nearest rank) and
+    "top1" the mean of the highest 1% of the pixels (at least one). Standardised scores are squashed
+    into (0, 1) by sigmoid(score / 10), monotone, so the image AUROC / AP histograms over [0, 1] keep
+    their order.
     """
-    if mode not in ("max", "p99"):
-        raise ConfigError(f"image_score={mode!r}: expected 'max' or 'p99'")
+    if mode not in IMAGE_SCORES:
+        raise ConfigError(f"image_score={mode!r}: expected one of {list(IMAGE_SCORES)}")
     if smooth_sigma < 0:
         raise ConfigError(f"smooth_sigma={smooth_sigma}: expected >= 0")
+    maps = maps.float()
+    standardised = mean is not None and std is not None
+    if standardised:
+        maps = (maps - mean.to(maps)) / std.to(maps)
     if smooth_sigma > 0:
         kernel = 2 * int(np.ceil(3 * smooth_sigma)) + 1
-        maps = gaussian_blur(maps[:, None].float(), [kernel, kernel], [smooth_sigma, smooth_sigma])[:, 0]
+        maps = gaussian_blur(maps[:, None], [kernel, kernel], [smooth_sigma, smooth_sigma])[:, 0]
     flat = maps.flatten(1)
     if mode == "max":
-        return flat.max(dim=1).values
-    rank = max(1, int(np.ceil(0.99 * flat.shape[1])))
-    return flat.kthvalue(rank, dim=1).values
+        scores = flat.max(dim=1).values
+    elif mode == "top1":
+        k = max(1, flat.shape[1] // 100)
+        scores = flat.topk(k, dim=1).values.mean(dim=1)
+    else:
+        rank = max(1, int(np.ceil(0.99 * flat.shape[1])))
+        scores = flat.kthvalue(rank, dim=1).values
+    return torch.sigmoid(scores / 10) if standardised else scores
 
 
 def f1_optimal_threshold(
