@@ -27,6 +27,32 @@ from visionlab.figures import confusion_figure, save_figure
 #: samples shown in the TensorBoard overlays and in evaluate.py's overlay panel
 OVERLAY_SAMPLES = 4
 VOID = 255
+#: `model.loss`: per-pixel cross-entropy, or cross-entropy + `model.dice_weight` x soft Dice
+LOSSES = ("ce", "ce_dice")
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = VOID) -> torch.Tensor:
+    """1 - mean over classes of the soft Dice 2|P.T| / (|P| + |T|), over the whole batch's non-void pixels.
+
+    P = softmax probabilities, T = one-hot targets. The mean runs over the classes present in the
+    batch's (non-void) ground truth, so each class weighs the same whatever its pixel count (the
+    imbalance that plain cross-entropy, dominated by background pixels, does not correct); classes
+    absent from the ground truth are still pushed down by the cross-entropy term. 0 for an all-void batch.
+    """
+    num_classes = logits.shape[1]
+    keep = (target != ignore_index).unsqueeze(1).to(logits.dtype)
+    probs = logits.float().softmax(dim=1) * keep
+    onehot = F.one_hot(target.clamp(max=num_classes - 1).long(), num_classes).permute(0, 3, 1, 2)
+    onehot = onehot.to(probs.dtype) * keep
+    dims = (0, 2, 3)
+    intersection = (probs * onehot).sum(dims)
+    truth = onehot.sum(dims)
+    denominator = probs.sum(dims) + truth
+    present = truth > 0
+    if not present.any():
+        return logits.sum() * 0.0
+    dice = 2 * intersection[present] / denominator[present].clamp(min=1e-6)
+    return 1.0 - dice.mean()
 
 
 def check_model(model: dict[str, Any]) -> float:
@@ -43,6 +69,15 @@ def check_model(model: dict[str, Any]) -> float:
     dropout = float(model.get("dropout") or 0.0)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout={dropout} must lie in [0, 1)")
+    stages = model.get("encoder_stages", 4)
+    if isinstance(stages, bool) or stages not in (1, 2, 3, 4):
+        raise ConfigError(f"model.encoder_stages={stages!r}: expected 1, 2, 3 or 4 ResNet stages")
+    loss = model.get("loss", "ce")
+    if loss not in LOSSES:
+        raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
+    weight = model.get("dice_weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise ConfigError(f"model.dice_weight={weight!r} must be a number >= 0")
     return dropout
 
 
@@ -81,11 +116,15 @@ class SegmentTask(TaskModule):
             decoder_channels=tuple(model.get("decoder_channels", (256, 128, 64, 32, 16))),
             dropout=dropout,
             batch_norm=bool(model.get("decoder_batch_norm", True)),
+            encoder_stages=int(model.get("encoder_stages", 4)),
         )
+        self.loss_name = str(model.get("loss", "ce"))
+        self.dice_weight = float(model.get("dice_weight", 1.0))
         weights = model.get("weights")
         if load_pretrained and weights:
             path = resolve_weights_file(str(model.get("encoder", "resnet18")), str(weights))
-            load_state_dict_file(self.net.encoder, path, skip_prefixes=("fc.",))
+            skip = ("fc.", *self.net.encoder.dropped_prefixes)
+            load_state_dict_file(self.net.encoder, path, skip_prefixes=skip)
         self.val_scores = self._scores(num_classes)
         self.test_scores = self._scores(num_classes)
         self.compare_scores = self._scores(num_classes)
@@ -133,14 +172,23 @@ class SegmentTask(TaskModule):
         return self.normalize(images), masks.long(), images
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over non-void pixels (0, not NaN, for a batch that is all void)."""
+        """Mean cross-entropy over non-void pixels (0, not NaN, for a batch that is all void).
+        This is the logged `*/loss` whatever `model.loss` trains with, so runs stay comparable."""
         total = F.cross_entropy(logits.float(), target, ignore_index=VOID, reduction="sum")
         return total / (target != VOID).sum().clamp(min=1)
 
+    def training_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What is minimised: cross-entropy, plus `dice_weight` x soft Dice with `model.loss=ce_dice`."""
+        loss = self._loss(logits, target)
+        if self.loss_name == "ce_dice" and self.dice_weight > 0:
+            loss = loss + self.dice_weight * soft_dice_loss(logits, target, VOID)
+        return loss
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
-        loss = self._loss(self(x), y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        logits = self(x)
+        loss = self.training_loss(logits, y)
+        self.log("train/loss", self._loss(logits.detach(), y), on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:

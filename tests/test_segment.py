@@ -27,6 +27,7 @@ TINY_SEGMENT = [
     "data.image_size=32",
     "data.batch_size=6",
     "data.num_workers=0",
+    "model.encoder_stages=4",
     "model.decoder_channels=[32,16,16,8,8]",
     "trainer=cpu",
     "trainer.max_epochs=2",
@@ -255,7 +256,8 @@ def test_rotation_fills_the_mask_with_void_even_when_not_configured() -> None:
 def test_default_augmentation_keeps_image_and_mask_aligned(make_cfg) -> None:
     from omegaconf import OmegaConf
 
-    cfg = make_cfg("data.image_size=64", base=TINY_SEGMENT)
+    # the heavy pipeline of the GPU reference recipe (the CPU task default is a flip only)
+    cfg = make_cfg("experiment=segment_fcn_improved", "data.image_size=64", base=TINY_SEGMENT)
     specs = OmegaConf.to_container(cfg.data.augment, resolve=True)
     names = [s["name"] for s in specs]
     assert {"Affine", "RandomResizedCrop", "HorizontalFlip", "ColorJitter"} <= set(names)

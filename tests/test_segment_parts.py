@@ -243,3 +243,40 @@ def test_metric_accumulates_and_counts_prediction_only_classes() -> None:
     assert scores["iou"][:2].tolist() == [0.5, 0.0] and scores["miou"].item() == pytest.approx(0.25)
     with pytest.raises(ValueError, match=r"target labels must be 0\.\.3"):
         metric.update(torch.tensor([[0]]), torch.tensor([[7]]))
+
+
+# --- encoder depth and the Dice loss --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stages", "decoder", "stride"), [(3, (32, 16, 16, 8), 16), (2, (16, 8), 8)])
+def test_truncated_encoder_has_the_stride_and_loads_a_full_resnet(
+    tmp_path: Path, stages: int, decoder: tuple[int, ...], stride: int
+) -> None:
+    model = FCN(num_classes=4, encoder_stages=stages, decoder_channels=decoder).eval()
+    assert model.stride == stride and not hasattr(model.encoder, "layer4")
+    assert model.encoder(torch.zeros(1, 3, 64, 64)).shape[-1] == 64 // stride
+    assert model(torch.zeros(1, 3, 50, 70)).shape == (1, 4, 50, 70)
+    reference = models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
+    skip = ("fc.", *model.encoder.dropped_prefixes)
+    load_state_dict_file(model.encoder, tmp_path / "resnet18.pth", skip_prefixes=skip)
+    assert torch.equal(model.encoder.layer2[0].conv1.weight, reference.layer2[0].conv1.weight)
+    with pytest.raises(ConfigError, match="decoder_channels"):
+        FCN(encoder_stages=stages, decoder_channels=(8,) * (stride.bit_length()))
+    with pytest.raises(ConfigError, match="encoder_stages"):
+        FCN(encoder_stages=5)
+
+
+def test_soft_dice_loss_on_known_cases() -> None:
+    from tasks.segment import soft_dice_loss
+
+    target = torch.tensor([[[0, 0], [1, 255]]])
+    perfect = F.one_hot(torch.tensor([[[0, 0], [1, 0]]]), 3).permute(0, 3, 1, 2).float() * 100.0
+    assert soft_dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    # uniform probabilities over 3 classes: class 0 has |P.T| = 2/3, |P| + |T| = 1 + 2 (void dropped);
+    # class 1: 1/3 and 1 + 1; class 2 is absent from the ground truth and left out of the mean
+    uniform = torch.zeros(1, 3, 2, 2)
+    expected = 1 - ((2 * 2 / 3) / 3 + (2 * 1 / 3) / 2) / 2
+    assert soft_dice_loss(uniform, target).item() == pytest.approx(expected, rel=1e-6)
+    void = torch.full((1, 2, 2), 255)
+    assert soft_dice_loss(uniform.requires_grad_(), void).item() == 0.0

@@ -19,24 +19,44 @@ from torchvision import models
 from visionlab.errors import ConfigError
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
-STRIDE = 32  # the encoder's output stride: inputs are padded to a multiple of it
+STRIDE = 32  # the full encoder's output stride (4 stages): inputs are padded to a multiple of it
+
+
+def encoder_stride(stages: int) -> int:
+    """Output stride of a ResNet cut after `stages` stages (1..4): 4, 8, 16 or 32."""
+    return 2 ** (stages + 1)
 
 
 class ResNetEncoder(nn.Module):
-    """A torchvision ResNet up to layer4 (stride 32), without pooling and classifier."""
+    """A torchvision ResNet up to layer`stages` (4: layer4, stride 32; 3: layer3, stride 16; 2: layer2,
+    stride 8; 1: layer1, stride 4), without pooling and classifier. The stages not kept are not built,
+    so a truncated encoder loads a full ResNet state dict with the dropped layers' keys skipped
+    (`dropped_prefixes`)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, stages: int = 4) -> None:
         super().__init__()
         if name not in ENCODERS:
             raise ConfigError(f"model.encoder={name!r}: expected one of {list(ENCODERS)}")
+        if isinstance(stages, bool) or stages not in (1, 2, 3, 4):
+            raise ConfigError(f"model.encoder_stages={stages!r}: expected 1, 2, 3 or 4 ResNet stages")
         net = getattr(models, name)(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
-        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        self.out_channels: int = net.fc.in_features
+        self.stages = stages
+        for k in range(1, stages + 1):
+            setattr(self, f"layer{k}", getattr(net, f"layer{k}"))
+        last = getattr(net, f"layer{stages}")[-1]
+        self.out_channels: int = (
+            last.conv3.out_channels if hasattr(last, "conv3") else last.conv2.out_channels
+        )
+        self.stride = encoder_stride(stages)
+        #: state-dict prefixes of a full torchvision ResNet that this encoder does not have
+        self.dropped_prefixes: tuple[str, ...] = tuple(f"layer{k}." for k in range(stages + 1, 5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for k in range(1, self.stages + 1):
+            x = getattr(self, f"layer{k}")(x)
+        return x
 
 
 def bilinear_kernel(size: int = 4) -> torch.Tensor:
@@ -81,9 +101,11 @@ class FCN(nn.Module):
     -> optional Dropout2d -> 1x1 classifier conv. Returns logits (N, num_classes, H, W).
     `batch_norm=False` drops the decoder's BatchNorm (the convolutions then carry a bias).
 
-    With the default 5 blocks the decoder returns to full resolution; with fewer, the logits are
-    upsampled bilinearly the rest of the way. Inputs whose H or W is not a multiple of 32 are
-    zero-padded (bottom/right) and the output is cropped back, so any input size works.
+    `encoder_stages` keeps the first 1-4 ResNet stages (output stride 4, 8, 16, 32); the decoder may
+    have at most log2(stride) blocks. With log2(stride) blocks (5 for the full encoder) it returns to
+    full resolution; with fewer, the logits are upsampled bilinearly the rest of the way. Inputs whose
+    H or W is not a multiple of the stride are zero-padded (bottom/right) and the output is cropped
+    back, so any input size works.
     """
 
     def __init__(
@@ -93,12 +115,18 @@ class FCN(nn.Module):
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         dropout: float = 0.0,
         batch_norm: bool = True,
+        encoder_stages: int = 4,
     ) -> None:
         super().__init__()
-        if not 1 <= len(decoder_channels) <= 5:
-            raise ConfigError(f"model.decoder_channels={list(decoder_channels)}: expected 1 to 5 widths")
         self.encoder_backbone_name = encoder
-        self.encoder = ResNetEncoder(encoder)
+        self.encoder = ResNetEncoder(encoder, encoder_stages)
+        self.stride = self.encoder.stride
+        max_blocks = self.stride.bit_length() - 1
+        if not 1 <= len(decoder_channels) <= max_blocks:
+            raise ConfigError(
+                f"model.decoder_channels={list(decoder_channels)}: expected 1 to {max_blocks} widths "
+                f"(one x2 block per halving of the encoder's output stride {self.stride})"
+            )
         widths = [self.encoder.out_channels, *decoder_channels]
         self.decoder = nn.Sequential(*(_up_block(a, b, batch_norm) for a, b in pairwise(widths)))
         self.head = nn.Sequential(
@@ -109,7 +137,7 @@ class FCN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
-        pad_h, pad_w = -height % STRIDE, -width % STRIDE
+        pad_h, pad_w = -height % self.stride, -width % self.stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         logits = self.head(self.decoder(self.encoder(x)))
