@@ -4,12 +4,17 @@
 made explicit (`SymbolTransform`): grayscale -> scale about the centre by 36/128 -> centre crop
 28 -> invert to white on black -> normalise with the MNIST mean/std. For the 133x133 course
 images this keeps the central ~100x100 pixels, shrunk to 28x28.
+
+`symbols.train` / `symbols.test` name such folders, or `embedded`: the generated Greek letters
+(`datamodules.synthetic.greek`) written once under `<paths.data_dir>/greek_synthetic/{train,test}`;
+`resolve_symbol_folders` turns the config into folders, generating the embedded set when needed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision.transforms.functional as TF
@@ -17,10 +22,26 @@ from torchvision.transforms import InterpolationMode
 
 from datamodules.common import readable_items
 from datamodules.io import list_images, read_image
+from datamodules.synthetic import ensure_generated
+from datamodules.synthetic.greek import DEFAULT_CLASSES, check_params, generate_greek
 from visionlab.errors import ConfigError, DataError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 INTERPOLATIONS = ("nearest", "area")
+#: `symbols.train` / `symbols.test` value naming the embedded generated Greek set
+EMBEDDED = "embedded"
+#: `symbols.test` default: the embedded set's test hand when `symbols.train` is embedded, else none
+AUTO = "auto"
+#: folder of the embedded set under paths.data_dir
+EMBEDDED_DIR = "greek_synthetic"
+#: `symbols.synthetic` defaults (the generator's parameters)
+SYNTHETIC_DEFAULTS: dict[str, Any] = {
+    "classes": list(DEFAULT_CLASSES),
+    "per_class_train": 9,
+    "per_class_test": 10,
+    "size": 133,
+    "seed": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -96,17 +117,9 @@ def load_symbols(
     """
     folder = Path(folder).expanduser()
     transform = transform or SymbolTransform()
-    if not folder.is_dir():
-        raise DataError(f"{folder}: symbol folder not found; expected {folder}/<class>/<image>.png")
-    found = sorted(
-        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))
-    )
-    if not found:
-        raise DataError(f"{folder}: no class folders; expected one sub-folder of images per class")
+    found = class_folders(folder)
     names = list(class_names) if class_names is not None else found
-    unknown = [c for c in found if c not in names]
-    if unknown:
-        raise DataError(f"{folder}: class folders {unknown} are not among the training classes {names}")
+    check_classes_among(folder, found, names)
     labels: list[int] = []
     paths: list[Path] = []
     for name in found:
@@ -124,3 +137,83 @@ def load_symbols(
             raise DataError(f"{folder}: none of its images can be read")
     images = [transform(torch.tensor(read_image(path, mode="L"))) for path in paths]
     return SymbolSet(torch.stack(images), torch.tensor(labels, dtype=torch.long), names, paths)
+
+
+def class_folders(folder: str | Path) -> list[str]:
+    """The class sub-folder names of a symbol folder, sorted (hidden ones and `__MACOSX` skipped);
+    a missing folder or one without class folders is a `DataError`."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: symbol folder not found; expected {folder}/<class>/<image>.png")
+    found = sorted(
+        p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))
+    )
+    if not found:
+        raise DataError(f"{folder}: no class folders; expected one sub-folder of images per class")
+    return found
+
+
+def check_classes_among(folder: str | Path, found: list[str], names: list[str]) -> None:
+    """`DataError` unless every class of `found` (a test set's) is among the training classes `names`."""
+    unknown = [c for c in found if c not in names]
+    if unknown:
+        raise DataError(f"{folder}: class folders {unknown} are not among the training classes {names}")
+
+
+def synthetic_params(synthetic: dict[str, Any] | None) -> dict[str, Any]:
+    """`symbols.synthetic` completed with the defaults and checked (`ConfigError` naming the key)."""
+    synthetic = dict(synthetic or {})
+    unknown = sorted(set(synthetic) - set(SYNTHETIC_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"symbols.synthetic has unknown keys {unknown}; expected some of {list(SYNTHETIC_DEFAULTS)}"
+        )
+    params = {**SYNTHETIC_DEFAULTS, **synthetic}
+    if isinstance(params["classes"], (list, tuple)):
+        params["classes"] = [str(c) for c in params["classes"]]
+    try:
+        check_params(params["classes"], params["per_class_train"], params["per_class_test"], params["size"])
+    except ValueError as err:
+        raise ConfigError(f"symbols.synthetic.{err}") from None
+    if params["per_class_train"] < 2:
+        raise ConfigError(
+            f"symbols.synthetic.per_class_train={params['per_class_train']} must be >= 2: leave-one-out "
+            "needs another image of the same class"
+        )
+    if params["per_class_test"] < 1:
+        raise ConfigError(
+            f"symbols.synthetic.per_class_test={params['per_class_test']} must be >= 1 "
+            "(symbols.test=null evaluates no new letters)"
+        )
+    seed = params["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"symbols.synthetic.seed={seed!r} must be an integer >= 0")
+    return params
+
+
+def embedded_symbols(data_dir: str | Path, synthetic: dict[str, Any] | None = None) -> Path:
+    """The embedded Greek set under `data_dir/greek_synthetic` (generated on first use, ~0.5 s):
+    returns that folder, holding `train/<class>/` (the training hand) and `test/<class>/` (another hand)."""
+    root = Path(data_dir).expanduser() / EMBEDDED_DIR
+    return ensure_generated(root, generate_greek, **synthetic_params(synthetic))
+
+
+def resolve_symbol_folders(
+    symbols: dict[str, Any], data_dir: str | Path | None
+) -> tuple[str | None, str | None]:
+    """(train folder, test folder) of the `symbols:` config, `embedded` / `auto` replaced by the
+    embedded set's folders (generated under `data_dir` when needed); None where there is none."""
+    train, test = symbols.get("train"), symbols.get("test")
+    if test == AUTO:
+        test = EMBEDDED if train == EMBEDDED else None
+    if EMBEDDED not in (train, test):
+        return (str(train) if train else None), (str(test) if test else None)
+    if data_dir is None:
+        raise ConfigError(
+            "symbols.train/test=embedded needs paths.data_dir, where the embedded Greek set is generated"
+        )
+    root = embedded_symbols(data_dir, symbols.get("synthetic"))
+    return (
+        str(root / "train") if train == EMBEDDED else (str(train) if train else None),
+        str(root / "test") if test == EMBEDDED else (str(test) if test else None),
+    )

@@ -2,13 +2,15 @@
 
 Training: NLL loss on the network's log-softmax over the digits (or, in the transfer step, over the
 classes of a symbol folder with only the new last layer trainable). Evaluation adds, when
-`symbols.train` is set, the nearest-neighbour study of `tasks.embed_symbols`. The truncated
+`symbols.train` is set (by default `embedded`: the generated Greek letters of
+`datamodules.synthetic.greek`), the nearest-neighbour study of `tasks.embed_symbols`. The truncated
 network is available from Python on any checkpoint: `EmbedTask.load_embedder(ckpt)(images)`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,26 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from datamodules.io import list_images
 from datamodules.mnist import DIGITS, symbol_transform_from_config
-from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolSet, load_symbols
+from datamodules.symbols import (
+    AUTO,
+    EMBEDDED,
+    MNIST_MEAN,
+    MNIST_STD,
+    SymbolSet,
+    check_classes_among,
+    class_folders,
+    load_symbols,
+    resolve_symbol_folders,
+    synthetic_params,
+)
 from tasks.base import TaskModule, module_kwargs, plain
 from tasks.embed_figures import feature_maps_figure, filter_grid_figure, filter_response_figure
 from tasks.embed_symbols import (
     SymbolReport,
     check_k,
+    check_k_fits,
     evaluate_symbols,
     format_symbol_report,
     predictions_figure,
@@ -34,6 +49,7 @@ from tasks.nets.mnist import ConvNet, MnistNet, replace_head
 from visionlab.errors import ConfigError, DataError
 from visionlab.figures import confusion_figure, save_figure
 
+log = logging.getLogger(__name__)
 NETS: dict[str, type[MnistNet] | type[ConvNet]] = {"mnist_net": MnistNet, "convnet": ConvNet}
 
 
@@ -108,7 +124,7 @@ class EmbedTask(TaskModule):
     """Digit classifier (`mnist_net` or `convnet`) trained with NLL; its truncated network embeds symbols.
 
     Extra constructor primitives: `symbols` (the `symbols:` config: folders evaluated at test time,
-    k, transform), `transfer` ({from_ckpt}: train only a new last layer on the served symbol set,
+    k, transform; `from_config` has replaced `embedded` by the generated set's folders), `transfer` ({from_ckpt}: train only a new last layer on the served symbol set,
     starting from a digit checkpoint), `projector_digits` (digits in the TensorBoard projector).
     """
 
@@ -160,21 +176,23 @@ class EmbedTask(TaskModule):
         self._probe: torch.Tensor | None = None  # one validation image (raw uint8) for the figures
         self._confusion: np.ndarray | None = None
         self._symbol_report: SymbolReport | None = None
+        self._announce_symbols = True  # print the symbol tables after testing (evaluate.py prints its own)
 
     # ---- configuration ------------------------------------------------------------------------
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        """The network, the `symbols:` settings and their folders, before data is loaded."""
+        """The network, the `symbols:` settings and their folders, before data is loaded (the embedded
+        Greek set is only checked here; it is generated when the module is built)."""
         check_net(plain(cfg.model))
         cls._check_symbols(plain(cfg.get("symbols")), folders=True)
 
     @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> EmbedTask:
         projector = plain(cfg.get("projector")) or {}
-        cls._check_symbols(plain(cfg.get("symbols")), folders=True)
+        symbols = cls._resolve_symbols(plain(cfg.get("symbols")), cfg)
         return cls(
             **module_kwargs(cfg, data_info),
-            symbols=plain(cfg.get("symbols")),
+            symbols=symbols,
             transfer={"from_ckpt": (plain(cfg.get("transfer")) or {}).get("from_ckpt")},
             projector_digits=int(projector.get("digits", 500)),
         )
@@ -184,27 +202,64 @@ class EmbedTask(TaskModule):
         from omegaconf import OmegaConf
 
         node = cfg.get("symbols")
-        self.symbols = self._check_symbols(
-            OmegaConf.to_container(node, resolve=True) if node is not None else None, folders=True
+        self.symbols = self._resolve_symbols(
+            OmegaConf.to_container(node, resolve=True) if node is not None else None, cfg
         )
+        self._announce_symbols = False  # evaluate.py prints format_report(), tables included
+
+    @classmethod
+    def _resolve_symbols(cls, symbols: dict[str, Any] | None, cfg: Any) -> dict[str, Any]:
+        """The checked `symbols:` config with `embedded` / `auto` replaced by folders (or None), the
+        embedded Greek set generated under `paths.data_dir` when it is used."""
+        symbols = cls._check_symbols(symbols, folders=True)
+        data_dir = cfg.get("paths", {}).get("data_dir") if hasattr(cfg, "get") else None
+        data_dir = Path(str(data_dir)).expanduser().resolve() if data_dir else None
+        train, test = resolve_symbol_folders(symbols, data_dir)
+        return {**symbols, "train": train, "test": test}
 
     @staticmethod
     def _check_symbols(symbols: dict[str, Any] | None, folders: bool = False) -> dict[str, Any]:
-        """Validate the `symbols:` config; with `folders`, also that its folders exist (before training or
-        testing starts; a loaded checkpoint's stored folders may be gone, which is fine)."""
+        """Validate the `symbols:` config: `train` is `embedded`, a folder or null; `test` is `auto`,
+        `embedded`, a folder or null; `synthetic` the embedded set's parameters; `k` fits the train set
+        when its size is known. With `folders`, also that the folders exist and the test classes are
+        among the train classes (before training or testing starts; a loaded checkpoint's stored folders
+        may be gone, which is fine)."""
         symbols = dict(symbols or {})
-        check_k(symbols.get("k", 3))
+        k = check_k(symbols.get("k", 3))
         symbol_transform_from_config(symbols.get("transform"))  # unknown keys fail now, not after training
-        if symbols.get("test") and not symbols.get("train"):
+        params = synthetic_params(symbols.get("synthetic"))
+        train, test = symbols.get("train"), symbols.get("test")
+        if train == AUTO:
+            raise ConfigError(
+                "symbols.train=auto: auto is for symbols.test; give symbols.train=embedded, a folder or null"
+            )
+        if test == AUTO:
+            test = EMBEDDED if train == EMBEDDED else None
+        if test and not train:
             raise ConfigError(
                 "symbols.test is set but symbols.train is not; new images are classified against symbols.train"
             )
-        for key in ("train", "test") if folders else ():
-            folder = symbols.get(key)
-            if folder and not Path(str(folder)).expanduser().is_dir():
+        if train == EMBEDDED:
+            check_k_fits(k, len(params["classes"]) * params["per_class_train"])
+        if not folders or not train:
+            return symbols
+        for key, folder in (("train", train), ("test", test)):
+            if folder and folder != EMBEDDED and not Path(str(folder)).expanduser().is_dir():
                 raise DataError(
                     f"symbols.{key}={folder}: symbol folder not found; expected <folder>/<class>/<image>.png"
                 )
+        embedded = list(params["classes"])
+        train_classes = embedded if train == EMBEDDED else class_folders(str(train))
+        if test:
+            test_classes = embedded if test == EMBEDDED else class_folders(str(test))
+            check_classes_among(
+                "the embedded set (symbols.synthetic.classes)" if test == EMBEDDED else test,
+                test_classes,
+                train_classes,
+            )
+        if train != EMBEDDED:
+            root = Path(str(train)).expanduser()
+            check_k_fits(k, sum(len(list_images(root / c)) for c in train_classes))
         return symbols
 
     # ---- the network --------------------------------------------------------------------------
@@ -305,16 +360,23 @@ class EmbedTask(TaskModule):
             results.update(self._symbol_report.scalars())
         self.test_results = results
         self.log_dict(results)
+        report = self._symbol_report
+        if report is not None and self._announce_symbols and self.trainer.is_global_zero:
+            log.info("symbol study in the embedding of the tested checkpoint:\n%s", self.symbol_report_text())
         writer = self.tensorboard
         if writer is not None:
             writer.add_figure("test/confusion_matrix", confusion_figure(confusion, self.class_names))
-            if self._symbol_report is not None:
-                writer.add_figure("test/symbols_ssd_table", ssd_table_figure(self._symbol_report))
+            if report is not None:
+                writer.add_figure("test/symbols_ssd_table", ssd_table_figure(report))
+                text = "\n".join("    " + line for line in self.symbol_report_text().splitlines())
+                writer.add_text("test/symbols_report", text)  # indented: shown as preformatted text
 
     # ---- symbols ------------------------------------------------------------------------------
     def load_symbol_sets(self) -> tuple[SymbolSet | None, SymbolSet | None]:
         """The configured `symbols.train` / `symbols.test` folders, course-transformed and normalised."""
-        train_dir, test_dir = self.symbols.get("train"), self.symbols.get("test")
+        # folders already (from_config / configure_evaluation resolve `embedded`); a module built by hand
+        # with `embedded` gets a ConfigError asking for paths.data_dir
+        train_dir, test_dir = resolve_symbol_folders(self.symbols, None)
         if not train_dir:
             return None, None
         transform = symbol_transform_from_config(self.symbols.get("transform"), self.mean, self.std)
@@ -416,15 +478,15 @@ class EmbedTask(TaskModule):
         lines = [f"classification accuracy (micro) {r['test/acc']:.4f}", "", "class  accuracy"]
         lines += [f"{n:<5}  {r[f'test/acc_class/{n}']:8.4f}" for n in self.class_names]
         if self._symbol_report is not None:
-            lines += [
-                "",
-                format_symbol_report(
-                    self._symbol_report,
-                    f"from {self.symbols.get('train')}",
-                    f"from {self.symbols.get('test')}",
-                ),
-            ]
+            lines += ["", self.symbol_report_text()]
         return "\n".join(lines)
+
+    def symbol_report_text(self) -> str:
+        """The printed symbol tables: SSD table, leave-one-out predictions and accuracies, new images."""
+        assert self._symbol_report is not None
+        return format_symbol_report(
+            self._symbol_report, f"from {self.symbols.get('train')}", f"from {self.symbols.get('test')}"
+        )
 
 
 def digit_weights(ckpt: Path, model: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -103,14 +103,19 @@ def check_k(k: object) -> int:
     return k
 
 
+def check_k_fits(k: int, n_train: int) -> None:
+    """Leave-one-out on `n_train` images leaves n_train - 1 neighbours: k must not exceed that."""
+    if k > n_train - 1:
+        raise ConfigError(
+            f"symbols.k={k} but leave-one-out on {n_train} train images has only "
+            f"{n_train - 1} neighbours per image; use a smaller k"
+        )
+
+
 def evaluate_symbols(embed: EmbedFn, train: SymbolSet, test: SymbolSet | None, k: int) -> SymbolReport:
     """Embed `train` (and `test`) with `embed` (normalised (N, 1, 28, 28) -> (N, D)) and evaluate."""
     k = check_k(k)
-    if k > len(train.labels) - 1:
-        raise ConfigError(
-            f"symbols.k={k} but leave-one-out on {len(train.labels)} train images has only "
-            f"{len(train.labels) - 1} neighbours per image; use a smaller k"
-        )
+    check_k_fits(k, len(train.labels))
     train_emb = embed(train.images).detach().float().cpu()
     labels = train.labels
     ref_index = [
