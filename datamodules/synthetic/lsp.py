@@ -8,8 +8,8 @@ lit, the far side behind and shaded (both cues are mirror-consistent, so flip-wi
 stays valid). A joint covered by a body part drawn on top of it is flagged invisible. No markers.
 
 Two levels: `hard` (4-21 clutter shapes per background, a fifth of them skin-coloured distractor
-limbs) and `easy` (the same people and poses in calmer scenes: background colour blobs at a fifth of
-their contrast, at most two clutter shapes and no distractor limbs). `hard` is the original set, unchanged for a given seed.
+limbs) and `easy` (the same people and poses in calmer scenes: background colour blobs at a third of
+their contrast, at most three clutter shapes and no distractor limbs). `hard` is the original set, unchanged for a given seed.
 """
 
 from __future__ import annotations
@@ -237,14 +237,14 @@ def _draw_body(img: Image.Image, label: Image.Image, rng: np.random.Generator, b
 
 def _background(rng: np.random.Generator, width: int, height: int, sparse: bool = False) -> Image.Image:
     """Smooth colour noise, an optional ground plane and random clutter shapes (some skin-coloured limbs;
-    `sparse`: at most two shapes and no limbs)."""
+    `sparse`: at most three shapes and no limbs)."""
     w1, h1 = width // SUPERSAMPLE, height // SUPERSAMPLE  # texture at output resolution, then upsampled
     cells = rng.uniform(0, 255, (int(rng.integers(2, 7)), int(rng.integers(2, 7)), 3))
     base = Image.fromarray(cells.astype(np.uint8)).resize((w1, h1), Image.BICUBIC)
     tint = rng.uniform(0, 100, 3).astype(np.float32)
     arr = np.asarray(base, dtype=np.float32) * rng.uniform(0.4, 1.0) + tint
-    if sparse:  # a calm scene: the colour blobs at a fifth of their contrast around their mean
-        arr = arr.mean(axis=(0, 1)) + (arr - arr.mean(axis=(0, 1))) / 5
+    if sparse:  # a calm scene: the colour blobs at a third of their contrast around their mean
+        arr = arr.mean(axis=(0, 1)) + (arr - arr.mean(axis=(0, 1))) / 3
     if rng.random() < 0.6:
         horizon = int(h1 * rng.uniform(0.45, 0.85))
         arr[horizon:] = arr[horizon:] * 0.3 + rng.uniform(30, 180, 3).astype(np.float32) * 0.7
@@ -253,7 +253,7 @@ def _background(rng: np.random.Generator, width: int, height: int, sparse: bool 
     img = Image.fromarray(arr.clip(0, 255).astype(np.uint8)).resize((width, height), Image.BILINEAR)
     draw = ImageDraw.Draw(img)
     size = min(width, height)
-    for _ in range(int(rng.integers(0, 3) if sparse else rng.integers(4, 22))):
+    for _ in range(int(rng.integers(0, 4) if sparse else rng.integers(4, 22))):
         colour = tuple(int(c) for c in rng.uniform(0, 255, 3))
         x, y = rng.uniform(0, width), rng.uniform(0, height)
         w, h = rng.uniform(0.03, 0.35, 2) * size
