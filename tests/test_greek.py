@@ -21,11 +21,10 @@ from datamodules.symbols import (
 )
 from datamodules.synthetic.greek import CLASSES, TEST_HAND, TRAIN_HAND, draw_letter, generate_greek
 from tasks.embed import EmbedTask
+from tests.test_embed import GREEK, needs_greek
+from tests.test_embed import TINY_EMBED as EMBED_TINY
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import evaluate, train
-
-GREEK = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "greek"
-needs_greek = pytest.mark.skipif(not (GREEK / "greek_train").is_dir(), reason="Greek fixtures not present")
 
 #: a small set: 3 letters x (4 train, 2 test) images of 96 px
 SMALL = {
@@ -35,19 +34,8 @@ SMALL = {
     "size": 96,
     "seed": 0,
 }
-#: tiny digits and training, as in test_embed.py
-TINY_EMBED = [
-    "task=embed",
-    "data.synthetic={num_train: 400, num_test: 100, seed: 0}",
-    "data.batch_size=32",
-    "optimizer.name=adam",
-    "optimizer.lr=0.003",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
-    "projector.digits=20",
-]
+#: test_embed.py's tiny digits and training, one epoch
+TINY_EMBED = ["trainer.max_epochs=1" if o.startswith("trainer.max_epochs=") else o for o in EMBED_TINY]
 
 
 def _pixels(folder: Path) -> dict[str, list[np.ndarray]]:

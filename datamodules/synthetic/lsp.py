@@ -22,6 +22,8 @@ import numpy as np
 import scipy.io
 from PIL import Image, ImageDraw, ImageFilter
 
+from datamodules.synthetic import LEVELS
+
 SUPERSAMPLE = 2  # draw at 2x and box-downsample: cheap antialiasing
 PARTS = ("torso", "head", "r_uarm", "r_larm", "l_uarm", "l_larm", "r_thigh", "r_shin", "l_thigh", "l_shin")
 _PID = {name: i + 1 for i, name in enumerate(PARTS)}  # 0 = background in the part-label buffer
@@ -33,9 +35,6 @@ JOINT_OWNERS = (
 )  # fmt: skip
 SKIN_TONES = np.array([[255, 219, 172], [241, 194, 125], [224, 172, 105], [198, 134, 66], [141, 85, 36],
                        [92, 56, 30]], dtype=np.float64)  # fmt: skip
-
-
-LEVELS = ("easy", "hard")
 
 
 def generate_lsp(root: Path, num_images: int = 2000, seed: int = 0, level: str = "hard") -> None:

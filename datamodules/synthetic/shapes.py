@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from datamodules.synthetic import LEVELS
+
 CLASS_NAMES = [
     "arrow",
     "circle",
@@ -94,9 +96,6 @@ def _outline(name: str, rng: np.random.Generator) -> list[np.ndarray]:
         y = -(13 * np.cos(s) - 5 * np.cos(2 * s) - 2 * np.cos(3 * s) - np.cos(4 * s))
         return [np.stack([x, y], 1) / 17.0]
     raise ValueError(name)
-
-
-LEVELS = ("easy", "hard")
 
 
 def _background(size: int, rng: np.random.Generator, strokes: tuple[int, int] = (2, 6)) -> Image.Image:
