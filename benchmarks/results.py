@@ -8,12 +8,16 @@ Recipes (`<t>` = the task):
   tier default  python train.py task=<t>
   tier cpu      python train.py experiment=<t>_cpu          (conf/experiment/<t>_cpu.yaml)
 pose runs stage 1, then stage 2 chained on it: `... stage=2 prev_ckpt=<stage-1 best.ckpt>`.
+Studies run only when named with --tasks, with the same fixed recipes in every tier:
+  finetune_transfer  python train.py experiment=finetune_pretrain, then experiment=finetune_transfer
+                     model.weights=<its best.ckpt>, then the same with model.weights=null (from scratch)
 
 Every job writes into a fixed run folder, `<out>/runs/<tier>/<job>/` (`hydra.run.dir`), its output into
 `<out>/logs/<tier>_<job>.log`; the command writes `<out>/results.md` and `<out>/results.json` and prints
 a compact table. Overrides are added to every job (`trainer.max_epochs=1`), or, written
-`<task>:<override>`, to that task's jobs only (`pose:data.image_size=64`); `pose_stage2:<override>`
-goes to the pose stage-2 job only. `--set <task>:<override>` is the same as the positional form.
+`<task>:<override>`, to that task's (or study's) jobs only (`pose:data.image_size=64`); `<job>:<override>`
+to that job only (`pose_stage2`, `finetune_pretrain`, `finetune_scratch`). `--set <task>:<override>` is
+the same as the positional form.
 
 Exit status: 0 when every job ran and every bar passed; 1 when a bar failed or a metric was missing, a
 job failed, or a tier-cpu experiment file does not exist (the other tasks still run); 2 on a usage error
@@ -49,6 +53,9 @@ EXPERIMENT_DIR = REPO / "conf" / "experiment"
 #: every task, in the order the tables list them
 TASKS = ("finetune", "pose", "defect", "segment", "embed")
 TIERS = ("default", "cpu")
+#: studies: run only when named with --tasks (each is several trainings, longer than a tier-1 task, and
+#: not a task's own recipe); the same fixed experiments in every tier
+STUDIES = ("finetune_transfer",)
 
 
 # ---- the bars: one table, per tier and task -------------------------------------------------------
@@ -56,15 +63,17 @@ TIERS = ("default", "cpu")
 
 @dataclass(frozen=True)
 class Bar:
-    """One number a task's run must reach. `key` is read from the metrics.json of `job` ("main": the
-    task's run, for pose stage 1; "stage2": the pose stage-2 run); with `minus`, the value is
-    metrics[key] - metrics[minus] (a gain, both read from the same file). `minimum=None`: reported only."""
+    """One number a task's run must reach. `key` is read from the metrics.json of the job whose role is
+    `job` (see `steps`: "main", the task's run, for pose stage 1; "stage2": the pose stage-2 run); with
+    `minus`, the value is metrics[key] - metrics[minus] (a gain), both read from the same file unless
+    `minus_job` names another job's. `minimum=None`: reported only."""
 
     metric: str
     key: str
     minimum: float | None
     job: str = "main"
     minus: str | None = None
+    minus_job: str | None = None
 
 
 #: stage 2 evaluates the whole chain on the same test images and writes both stages' numbers
@@ -79,6 +88,18 @@ _POSE_GAIN_PDJ = (
     "test/stage2/pdj@0.2",
     "test/stage1/pdj@0.2",
 )
+
+#: the transfer study, the same in both tiers: fine-tuned from the pretrain checkpoint against the same
+#: recipe from random weights, on the same test images. Measured once (2026-12-02, one core): transfer
+#: 0.729, scratch 0.333, gain +0.40 (README "Fine-tuning from your own checkpoint"); the bar is half of
+#: that, room for seed-to-seed spread (not measured) while a transfer that loads nothing (gain ~0) fails.
+_TRANSFER_BARS = (
+    Bar("pretrain: test accuracy (its six classes)", "test/acc", None, job="pretrain"),
+    Bar("transfer: test accuracy (six other classes, 20 images each)", "test/acc", None, job="transfer"),
+    Bar("from scratch, same recipe: test accuracy", "test/acc", None, job="scratch"),
+    Bar("transfer - scratch: test accuracy (same test images)", "test/acc", 0.20, job="transfer",
+        minus="test/acc", minus_job="scratch"),
+)  # fmt: skip
 
 BARS: dict[str, dict[str, tuple[Bar, ...]]] = {
     "default": {
@@ -99,6 +120,7 @@ BARS: dict[str, dict[str, tuple[Bar, ...]]] = {
             Bar("Greek letters: leave-one-out 1-NN accuracy", "test/symbols/loo_1nn_acc", 0.85),
             Bar("Greek letters: new-letter 1-NN accuracy", "test/symbols/new_1nn_acc", None),
         ),
+        "finetune_transfer": _TRANSFER_BARS,
     },
     "cpu": {
         "finetune": (Bar("test accuracy", "test/acc", 0.95),),
@@ -118,6 +140,7 @@ BARS: dict[str, dict[str, tuple[Bar, ...]]] = {
             Bar("Greek letters: leave-one-out 1-NN accuracy", "test/symbols/loo_1nn_acc", 0.95),
             Bar("Greek letters: new-letter 1-NN accuracy", "test/symbols/new_1nn_acc", 0.90),
         ),
+        "finetune_transfer": _TRANSFER_BARS,
     },
 }
 
@@ -248,6 +271,7 @@ class Job:
 
     name: str  # pose, pose_stage2, defect, ...
     task: str
+    role: str  # what BARS call it (`Bar.job`): main, stage2, pretrain, ...
     recipe: list[str]  # the user's overrides (task=pose / experiment=pose_cpu, stage=2 ...)
     overrides: list[str]  # the extra ones given to this command
     run_dir: str
@@ -290,7 +314,7 @@ def _hydra_value(text: str) -> str:
 
 def split_overrides(items: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
     """Plain overrides (every job) and `<job or task>:<override>` ones, by prefix."""
-    job_names = {*TASKS, "pose_stage2"}
+    job_names = scope_names()
     common: list[str] = []
     scoped: dict[str, list[str]] = {}
     for item in items:
@@ -307,34 +331,76 @@ def split_overrides(items: Sequence[str]) -> tuple[list[str], dict[str, list[str
 
 
 def experiment_name(task: str, tier: str) -> str | None:
-    return f"{task}_cpu" if tier == "cpu" else None
+    """The tier-cpu experiment file a task's recipe needs (None: the default tier, or a study)."""
+    return f"{task}_cpu" if tier == "cpu" and task in TASKS else None
 
 
 #: what a stage-2 recipe shows until stage 1 has written its checkpoint
 PREV_PLACEHOLDER = "<stage-1 best.ckpt>"
+#: what stands in a recipe for the first job's checkpoints/best.ckpt (see `Step`)
+PREV = "{prev}"
 
 
-def recipe_for(task: str, tier: str, stage2_prev: str | None = None) -> list[str]:
-    """The overrides of the task's recipe in `tier`; for pose stage 2, chained on `stage2_prev`."""
-    base = [f"experiment={task}_cpu"] if tier == "cpu" else [f"task={task}"]
-    if stage2_prev is not None:
-        prev = stage2_prev if stage2_prev == PREV_PLACEHOLDER else _hydra_value(stage2_prev)
-        base += ["stage=2", f"prev_ckpt={prev}"]
-    return base
+@dataclass(frozen=True)
+class Step:
+    """One job of a task: its `name`, its `role` in BARS (`Bar.job`) and its recipe. PREV in the recipe
+    is the first job's checkpoints/best.ckpt, shown as `waiting` until that job has written it; a step
+    without PREV does not depend on the first job."""
+
+    name: str
+    role: str
+    recipe: tuple[str, ...]
+    waiting: str = PREV_PLACEHOLDER
+
+    def chained(self) -> bool:
+        return any(PREV in part for part in self.recipe)
+
+
+def steps(task: str, tier: str) -> list[Step]:
+    """The jobs of `task` in order: pose stage 1, then stage 2 refining its best.ckpt; the transfer study
+    pretrain, then fine-tuning its best.ckpt, then the same recipe from scratch; one job otherwise."""
+    if task == "finetune_transfer":
+        transfer = "experiment=finetune_transfer"
+        return [
+            Step("finetune_pretrain", "pretrain", ("experiment=finetune_pretrain",)),
+            Step(
+                "finetune_transfer", "transfer", (transfer, f"model.weights={PREV}"), "<pretrain best.ckpt>"
+            ),
+            Step("finetune_scratch", "scratch", (transfer, "model.weights=null")),
+        ]
+    base = f"experiment={task}_cpu" if tier == "cpu" else f"task={task}"
+    if task == "pose":
+        return [
+            Step(task, "main", (base,)),
+            Step(f"{task}_stage2", "stage2", (base, "stage=2", f"prev_ckpt={PREV}")),
+        ]
+    return [Step(task, "main", (base,))]
+
+
+def scope_names() -> set[str]:
+    """What `<name>:<override>` may name: a task or study (all its jobs) or one job."""
+    return {*TASKS, *STUDIES, *(step.name for t in (*TASKS, *STUDIES) for step in steps(t, "default"))}
+
+
+def recipe_for(step: Step, prev: str | None = None) -> list[str]:
+    """The step's overrides, PREV filled in with `prev` (its placeholder while the first job has not run)."""
+    value = step.waiting if prev is None else _hydra_value(prev)
+    return [part.replace(PREV, value) for part in step.recipe]
 
 
 def plan_jobs(task: str, tier: str, out: Path, common: list[str], scoped: dict[str, list[str]]) -> list[Job]:
-    """The jobs of `task` (pose: stage 1, then stage 2, whose prev_ckpt is filled in once stage 1 ran)."""
-    names = [task, f"{task}_stage2"] if task == "pose" else [task]
+    """The jobs of `task` (`steps`); a chained job's checkpoint is filled in once the first job ran."""
     jobs = []
-    for name in names:
+    for step in steps(task, tier):
+        name = step.name
         extra = [*common, *scoped.get(task, []), *(scoped.get(name, []) if name != task else [])]
         run_dir = out / "runs" / tier / name
         jobs.append(
             Job(
                 name=name,
                 task=task,
-                recipe=recipe_for(task, tier, PREV_PLACEHOLDER if name.endswith("_stage2") else None),
+                role=step.role,
+                recipe=recipe_for(step),
                 overrides=extra,
                 run_dir=str(run_dir),
                 log=str(out / "logs" / f"{tier}_{name}.log"),
@@ -451,15 +517,22 @@ def _number(metrics: dict[str, Any], key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def evaluate_bar(bar: Bar, metrics: dict[str, Any] | None) -> dict[str, Any]:
+def evaluate_bar(
+    bar: Bar, metrics: dict[str, Any] | None, minus_metrics: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The bar's value and result: pass | fail | missing (a key absent from metrics.json) | not run
-    (the job wrote no metrics) | info (no bar: reported only)."""
+    (a job it reads wrote no metrics) | info (no bar: reported only). `minus_metrics`: the metrics of
+    `bar.minus_job`, when the subtracted key comes from another job."""
     row: dict[str, Any] = {**asdict(bar), "value": None, "result": None, "why": None}
     row["bar"] = None if bar.minimum is None else f">= {bar.minimum:g}"
-    if metrics is None:
+    other = minus_metrics if bar.minus_job is not None else metrics
+    if metrics is None or (bar.minus is not None and other is None):
         row["result"], row["why"] = "not run", "the job produced no metrics.json"
         return row
-    absent = [k for k in (bar.key, bar.minus) if k is not None and _number(metrics, k) is None]
+    assert other is not None
+    absent = [bar.key] if _number(metrics, bar.key) is None else []
+    if bar.minus is not None and _number(other, bar.minus) is None:
+        absent.append(bar.minus)
     if absent:
         row["result"] = "missing"
         row["why"] = f"{', '.join(absent)} not in metrics.json"
@@ -467,7 +540,7 @@ def evaluate_bar(bar: Bar, metrics: dict[str, Any] | None) -> dict[str, Any]:
     value = _number(metrics, bar.key)
     assert value is not None
     if bar.minus is not None:
-        value -= _number(metrics, bar.minus) or 0.0
+        value -= _number(other, bar.minus) or 0.0
     row["value"] = value
     if bar.minimum is None:
         row["result"] = "info"
@@ -478,19 +551,27 @@ def evaluate_bar(bar: Bar, metrics: dict[str, Any] | None) -> dict[str, Any]:
     return row
 
 
+def key_label(key: str, minus: str | None, job: str, minus_job: str | None) -> str:
+    """What a bar reads: `key`, `key - minus` (one file), or `key (job) - minus (minus_job)`."""
+    if minus is None:
+        return key
+    return f"{key} - {minus}" if minus_job is None else f"{key} ({job}) - {minus} ({minus_job})"
+
+
 def references_for(task: str, key: str) -> list[dict[str, Any]]:
     return [asdict(r) for r in REFERENCES.get(task, ()) if r.key == key]
 
 
 def judge_task(result: TaskResult, tier: str) -> None:
     """Fill in the task's bar rows and its status from its jobs."""
-    by_job = {"main": result.jobs[0] if result.jobs else None}
-    if len(result.jobs) > 1:
-        by_job["stage2"] = result.jobs[1]
+    by_role = {job.role: job for job in result.jobs}
+
+    def metrics_of(role: str | None) -> dict[str, Any] | None:
+        job = by_role.get(role) if role is not None else None
+        return read_metrics(job.metrics_file) if job is not None and job.status == "ok" else None
+
     for bar in BARS[tier].get(result.task, ()):
-        job = by_job.get(bar.job)
-        metrics = read_metrics(job.metrics_file) if job is not None and job.status == "ok" else None
-        row = evaluate_bar(bar, metrics)
+        row = evaluate_bar(bar, metrics_of(bar.job), metrics_of(bar.minus_job))
         if row["result"] == "missing" and bar.minimum is None:
             row["result"] = "info"
         row["references"] = references_for(result.task, bar.key)
@@ -533,16 +614,16 @@ def run_task(
         log(f"[{task}] {result.message}")
         judge_task(result, tier)
         return result
-    for k, job in enumerate(result.jobs):
-        if k > 0:  # pose stage 2, chained on stage 1's best checkpoint
-            prev = result.jobs[0].best_ckpt
-            if result.jobs[0].status != "ok" or prev is None:
+    first = result.jobs[0]
+    for step, job in zip(steps(task, tier), result.jobs, strict=True):
+        if step.chained():  # pose stage 2, the transfer: on the first job's best checkpoint
+            if first.status != "ok" or first.best_ckpt is None:
                 job.status = "skipped"
-                job.error = "stage 1 did not finish with a checkpoints/best.ckpt to refine"
+                job.error = f"{first.name} did not finish with a checkpoints/best.ckpt to start from"
                 job.command = display_command(job_argv(job))
                 log(f"[{job.name}] skipped: {job.error}")
                 continue
-            job.recipe = recipe_for(task, tier, stage2_prev=prev)
+            job.recipe = recipe_for(step, first.best_ckpt)
         log(f"[{job.name}] {shlex.join(['python', 'train.py', *job.recipe, *job.overrides])}")
         run_job(job, timeout, echo)
         times = f"{job.wall_s:.1f} s wall" + (f", {job.train_s:.1f} s training" if job.train_s else "")
@@ -708,7 +789,7 @@ def markdown(report: dict[str, Any], results: list[TaskResult]) -> str:
     ]
     for r in results:
         for b in r.bars:
-            key = b["key"] if b["minus"] is None else f"{b['key']} - {b['minus']}"
+            key = key_label(b["key"], b["minus"], b["job"], b["minus_job"])
             result = b["result"] + (f" ({b['why']})" if b["why"] and b["result"] != "pass" else "")
             lines.append(
                 f"| {r.task} | {_md(b['metric'])} | `{key}` | {_fmt(b['value'], signed=b['minus'] is not None)} "
@@ -771,8 +852,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--tier", default="default", help="default (task=<t>) or cpu (experiment=<t>_cpu)")
     parser.add_argument(
-        "--tasks", nargs="+", default=None, help=f"tasks to run (default: all: {' '.join(TASKS)})"
-    )
+        "--tasks", nargs="+", default=None,
+        help=f"tasks to run (default: all: {' '.join(TASKS)}); studies, only when named: {' '.join(STUDIES)}",
+    )  # fmt: skip
     parser.add_argument("--out", default=None, help="output folder (default: outputs/results/<date>_<time>)")
     parser.add_argument("--set", action="append", default=[], metavar="TASK:OVERRIDE",
                         help="an override for one task's jobs only (same as a positional <task>:<override>)")  # fmt: skip
@@ -793,8 +875,8 @@ def resolve_tasks(given: list[str] | None) -> tuple[list[str], list[str]]:
             stray.append(item)
             continue
         for name in filter(None, item.split(",")):
-            if name not in TASKS:
-                raise UsageError(f"unknown task {name!r}; expected some of {', '.join(TASKS)}")
+            if name not in (*TASKS, *STUDIES):
+                raise UsageError(f"unknown task {name!r}; expected some of {', '.join((*TASKS, *STUDIES))}")
             if name not in tasks:
                 tasks.append(name)
     if not tasks:
@@ -814,7 +896,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--tier {args.tier!r}: expected one of {', '.join(TIERS)}")
         tasks, stray = resolve_tasks(args.tasks)
         for item in args.set:
-            if item.partition(":")[0] not in {*TASKS, "pose_stage2"}:
+            if item.partition(":")[0] not in scope_names():
                 raise UsageError(f"--set {item!r}: expected <task>:<key>=<value>")
         given = [*stray, *args.overrides, *args.set]
         common, scoped = split_overrides(given)
@@ -846,9 +928,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 )
             for bar in BARS[args.tier].get(task, ()):
-                extra = f" - {bar.minus}" if bar.minus else ""
+                key = key_label(bar.key, bar.minus, bar.job, bar.minus_job)
                 target = f">= {bar.minimum:g}" if bar.minimum is not None else "(reported)"
-                log(f"    bar: {bar.metric}: {bar.key}{extra} {target}")
+                log(f"    bar: {bar.metric}: {key} {target}")
         return 0
 
     out.mkdir(parents=True, exist_ok=True)

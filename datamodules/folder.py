@@ -30,7 +30,7 @@ from datamodules.common import (
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import list_images, read_image
 from datamodules.synthetic import ensure_generated, synthetic_folder
-from datamodules.synthetic.shapes import generate_shapes
+from datamodules.synthetic.shapes import check_classes, generate_shapes, subset_tag
 from datamodules.transforms import SeededAugment, build_augment, resize_short_side_center_crop
 from visionlab.errors import DataError
 
@@ -153,7 +153,8 @@ def load_resized(path: Path, size: int) -> np.ndarray:
 
 
 class FolderDataModule(SplitDataModule):
-    """Class-per-folder data; `root=None` uses the embedded 12-class set under `data_dir`."""
+    """Class-per-folder data; `root=None` uses the embedded 12-class set (or the classes of
+    `synthetic["classes"]`) under `data_dir`."""
 
     empty_split_hint = "add test/ images or a test fraction (data.split_fractions)"
 
@@ -190,7 +191,14 @@ class FolderDataModule(SplitDataModule):
         self.augment = build_augment(augment)
         self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(image_size, image_size, 3))
         self.synthetic = dict(synthetic or {})
-        self.synthetic_root = synthetic_folder(self.data_dir, "finetune_shapes", self.synthetic)
+        # a class subset is passed on (and recorded in the marker) only when it is one: the full set's
+        # parameters, and so its folder and marker, stay what they were before subsets existed
+        classes = check_classes(self.synthetic.pop("classes", None))
+        if classes is not None:
+            self.synthetic["classes"] = classes
+        self.synthetic_root = synthetic_folder(
+            self.data_dir, "finetune_shapes", self.synthetic, subset_tag(classes)
+        )
         self.index: FolderIndex | None = None
         self.datasets: dict[str, ImageFolderDataset] = {}
 

@@ -165,3 +165,31 @@ def test_bar_values_gains_missing_and_non_finite() -> None:
     assert evaluate_bar(plain, {"test/acc": "0.95"})["result"] == "missing"  # not a number
     assert evaluate_bar(plain, None)["result"] == "not run"
     assert evaluate_bar(Bar("info", "test/acc", None), {"test/acc": 0.1})["result"] == "info"
+
+
+def test_the_transfer_study_runs_only_when_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert "finetune_transfer" not in results.resolve_tasks(None)[0]
+    pretrain, transfer, scratch = plan_jobs("finetune_transfer", "default", tmp_path, [], {})
+    assert pretrain.recipe == ["experiment=finetune_pretrain"]
+    assert transfer.recipe == ["experiment=finetune_transfer", "model.weights=<pretrain best.ckpt>"]
+    assert scratch.recipe == ["experiment=finetune_transfer", "model.weights=null"]
+    assert main(["--tasks", "finetune_transfer", "--dry-run", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "python train.py experiment=finetune_transfer model.weights=null hydra.run.dir=" in printed
+    assert "test/acc (transfer) - test/acc (scratch) >= 0.2" in printed
+
+
+def test_the_transfer_gain_is_read_from_two_runs(tmp_path: Path) -> None:
+    result = results.TaskResult(
+        "finetune_transfer", jobs=plan_jobs("finetune_transfer", "cpu", tmp_path, [], {})
+    )
+    for job, acc in zip(result.jobs, (0.9, 0.8, 0.5), strict=True):
+        job.status, job.metrics_file = "ok", str(tmp_path / f"{job.name}.json")
+        Path(job.metrics_file).write_text(json.dumps({"test/acc": acc}))
+    results.judge_task(result, "cpu")
+    gain = result.bars[-1]
+    assert (gain["job"], gain["minus_job"]) == ("transfer", "scratch")
+    assert gain["value"] == pytest.approx(0.3) and gain["result"] == "pass" and result.status == "pass"
+    result.jobs[2].status, result.bars = "failed", []  # no scratch run: no gain, and the study errs
+    results.judge_task(result, "cpu")
+    assert result.bars[-1]["result"] == "not run" and result.status == "error"

@@ -61,13 +61,16 @@ def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -
 LEVELS = ("easy", "hard")
 
 
-def synthetic_folder(data_dir: Path, name: str, synthetic: dict[str, Any]) -> Path:
-    """Where an embedded set lives: `<data_dir>/<name>_<level>`, so the two levels never share a folder.
+def synthetic_folder(
+    data_dir: Path, name: str, synthetic: dict[str, Any], variant: str | None = None
+) -> Path:
+    """Where an embedded set lives: `<data_dir>/<name>_<level>`, so the two levels never share a folder
+    (`<name>_<level>_<variant>` for a variant such as a class subset, which must not share one either).
     Raises a one-line ConfigError for an unknown `data.synthetic.level` (before anything is generated)."""
     level = synthetic.get("level", "hard")
     if level not in LEVELS:
         raise ConfigError(f"data.synthetic.level={level!r}: expected one of {', '.join(LEVELS)}")
-    return Path(data_dir) / f"{name}_{level}"
+    return Path(data_dir) / (f"{name}_{level}" + (f"_{variant}" if variant else ""))
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

@@ -6,16 +6,23 @@ Two levels: `hard` (cluttered backgrounds with strokes, shape colours that may n
 background) and `easy` (the same shapes, rotations and gradient backgrounds, but at most one clutter
 stroke and a shape colour that always stands out from the background). `hard` is the original set,
 unchanged for a given seed.
+
+`classes` draws a subset (e.g. two disjoint halves for pretraining and fine-tuning): each class keeps
+its own random stream, so a subset's images are exactly the full set's images of those classes.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from datamodules.synthetic import LEVELS
+from visionlab.errors import ConfigError
 
 CLASS_NAMES = [
     "arrow",
@@ -31,6 +38,35 @@ CLASS_NAMES = [
     "star",
     "triangle",
 ]
+
+
+def check_classes(classes: Any) -> list[str] | None:
+    """`data.synthetic.classes` as distinct names in CLASS_NAMES order, None for all 12 (listed or
+    not), so any spelling of one set is one folder; a one-line ConfigError for an unknown name or < 2."""
+    if classes is None:
+        return None
+    if isinstance(classes, str) or not isinstance(classes, Sequence):
+        raise ConfigError(f"data.synthetic.classes={classes!r} must be null or a list of class names")
+    unknown = [name for name in classes if name not in CLASS_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"data.synthetic.classes: unknown class names {unknown}; valid: {', '.join(CLASS_NAMES)}"
+        )
+    chosen = [name for name in CLASS_NAMES if name in classes]
+    if len(chosen) < 2:
+        raise ConfigError(f"data.synthetic.classes={list(classes)}: a classifier needs at least 2 classes")
+    return None if len(chosen) == len(CLASS_NAMES) else chosen
+
+
+def subset_tag(classes: list[str] | None) -> str | None:
+    """Folder suffix of a class subset from `check_classes`, `<n>cls_<hash of the sorted names>`; None
+    for all 12 classes, whose folder stays as it was."""
+    if classes is None:
+        return None
+    digest = hashlib.sha1(",".join(sorted(classes)).encode()).hexdigest()[:8]
+    return f"{len(classes)}cls_{digest}"
+
+
 #: oversampling factor for anti-aliased edges
 SUPERSAMPLE = 2
 
@@ -156,13 +192,17 @@ def generate_shapes(
     image_size: int = 64,
     seed: int = 0,
     level: str = "hard",
+    classes: list[str] | None = None,
 ) -> None:
-    """Write `per_class[split]` images of each of the 12 classes into `root/<split>/<class>/`."""
+    """Write `per_class[split]` images of each class (`classes`, default all 12) into
+    `root/<split>/<class>/`. Each class's stream is seeded by its index in CLASS_NAMES, whatever the subset."""
     if level not in LEVELS:
         raise ValueError(f"data.synthetic.level={level!r}; expected one of {LEVELS}")
     per_class = per_class or {"train": 80, "val": 20, "test": 20}
     for split_index, (split, count) in enumerate(per_class.items()):
         for class_index, name in enumerate(CLASS_NAMES):
+            if classes is not None and name not in classes:
+                continue
             rng = np.random.default_rng([seed, split_index, class_index])
             folder = Path(root) / split / name
             folder.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """Pretrained weights from local files only: a torchvision weights name looked up in the torch hub
-cache, or a path to a `.pth` state dict. Nothing is ever downloaded."""
+cache, a path to a `.pth` state dict, or a visionlab `.ckpt`. Nothing is ever downloaded."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from torch import nn
 
 from visionlab.errors import ConfigError
 
+#: experiments that pin their run folder to `<paths.output_dir>/<experiment name>` (finetune_pretrain),
+#: so a missing checkpoint in such a folder can name the command that writes it
+EXPERIMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "experiment"
+
 
 def resolve_weights_file(arch: str, weights: str) -> Path:
     """Path of the state dict meant by `weights` for torchvision model `arch`, checked to exist.
@@ -21,7 +25,7 @@ def resolve_weights_file(arch: str, weights: str) -> Path:
     as_path = Path(weights).expanduser()
     if as_path.suffix in (".pth", ".pt", ".ckpt") or as_path.exists():
         if not as_path.is_file():
-            raise ConfigError(f"model.weights={weights!r}: no such file")
+            raise ConfigError(f"model.weights={weights!r}: no such file{_missing_checkpoint_hint(as_path)}")
         return as_path
     try:
         enum = torchvision.models.get_model_weights(arch)
@@ -48,6 +52,20 @@ def resolve_weights_file(arch: str, weights: str) -> Path:
             "(or set TORCH_HOME), or pass model.weights=<path to .pth>, or model.weights=null for random init."
         )
     return cached
+
+
+def _missing_checkpoint_hint(path: Path) -> str:
+    """How to get a missing `<run>/checkpoints/*.ckpt`: the experiment named like its run folder writes
+    it (finetune_pretrain), any other run has to be trained first; "" for other files."""
+    if path.suffix != ".ckpt" or path.parent.name != "checkpoints":
+        return ""
+    run = path.parent.parent.name
+    if (EXPERIMENT_DIR / f"{run}.yaml").is_file():
+        return (
+            f"; it is written by `python train.py experiment={run}` (with the same paths.output_dir): "
+            "run that first, or set model.weights=null to train from scratch"
+        )
+    return "; train that run first, or set model.weights=null to train from scratch"
 
 
 def network_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
