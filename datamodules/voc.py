@@ -37,7 +37,7 @@ from datamodules.common import (
     resolve_pin_memory,
 )
 from datamodules.gpu_augment import build_gpu_augment
-from datamodules.synthetic import ensure_generated
+from datamodules.synthetic import ensure_generated, synthetic_folder
 from datamodules.synthetic.voc import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from datamodules.synthetic.voc import generate_voc
 from datamodules.transforms import SeededAugment, build_augment
@@ -163,7 +163,7 @@ def resolve_classes(
 
 
 class VOCDataModule(SplitDataModule):
-    """VOC-layout segmentation data; `root=None` uses the embedded scenes under `<data_dir>/voc_synthetic`."""
+    """VOC-layout segmentation data; `root=None` uses the embedded scenes under `<data_dir>/voc_synthetic_<level>`."""
 
     empty_split_hint = "check data.train_split / data.val_split and their list files"
 
@@ -220,11 +220,12 @@ class VOCDataModule(SplitDataModule):
             gpu_augment, mask_fill=VOID, image_shape=(image_size, image_size, 3), masks=True
         )
         self.synthetic = dict(synthetic or {})
+        self.synthetic_root = synthetic_folder(self.data_dir, "voc_synthetic", self.synthetic)
         self.datasets: dict[str, SegmentationDataset] = {}
 
     @property
     def resolved_root(self) -> Path:
-        return self.root if self.root is not None else self.data_dir / "voc_synthetic"
+        return self.root if self.root is not None else self.synthetic_root
 
     def prepare_data(self) -> None:
         if self.root is None:

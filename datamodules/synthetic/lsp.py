@@ -7,9 +7,11 @@ and from depth: a random body turn puts one side nearer, its limbs drawn in fron
 lit, the far side behind and shaded (both cues are mirror-consistent, so flip-with-swap augmentation
 stays valid). A joint covered by a body part drawn on top of it is flagged invisible. No markers.
 
-Two levels: `hard` (4-21 clutter shapes per background, a fifth of them skin-coloured distractor
-limbs) and `easy` (the same people and poses in calmer scenes: background colour blobs at a third of
-their contrast, at most three clutter shapes and no distractor limbs). `hard` is the original set, unchanged for a given seed.
+Two levels: `hard` (people anywhere at 60-92 % of the frame; 4-21 clutter shapes per background, a
+fifth of them skin-coloured distractor limbs) and `easy` (the same people and poses framed like LSP's
+person-centred crops, at 84-92 % of the frame near the centre, in calmer scenes: background colour
+blobs at a third of their contrast, at most three clutter shapes and no distractor limbs). `hard` is
+the original set, unchanged for a given seed.
 """
 
 from __future__ import annotations
@@ -64,9 +66,15 @@ def render_person(rng: np.random.Generator, level: str = "hard") -> tuple[Image.
     body = _sample_body(rng)
     pts = body["joints"]
     lo, hi = pts.min(axis=0) - 0.25, pts.max(axis=0) + 0.25  # margin for limb widths and the head
-    scale = rng.uniform(0.6, 0.92) * min(width / (hi[0] - lo[0]), height / (hi[1] - lo[1]))
+    fill = rng.uniform(0.6, 0.92)  # share of the frame the person fills
+    if level == "easy":  # framed like an LSP crop: large, near the centre (the same draws as hard)
+        fill = 0.84 + (fill - 0.6) * 0.25
+    scale = fill * min(width / (hi[0] - lo[0]), height / (hi[1] - lo[1]))
     offset = np.array([rng.uniform(-lo[0] * scale, width - hi[0] * scale),
                        rng.uniform(-lo[1] * scale, height - hi[1] * scale)])  # fmt: skip
+    if level == "easy":
+        centred = np.array([width - (hi[0] + lo[0]) * scale, height - (hi[1] + lo[1]) * scale]) / 2
+        offset = centred + (offset - centred) * 0.3
     s = SUPERSAMPLE
     img = _background(rng, width * s, height * s, level == "easy")
     label = Image.new("L", img.size, 0)

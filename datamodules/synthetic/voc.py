@@ -5,6 +5,11 @@ from one random palette per image shared by all classes, so a model must use sha
 classes 1-6 differ by outline (disc, square, triangle, star, ring, cross) and get a random fill;
 class 7 is a striped ellipse and class 8 a checkered rectangle. As in VOC, a band a few pixels
 wide around every object outline (including between touching objects of one class) is void (255).
+
+Two levels: `hard` (the original set: 2-7 objects of radius 10-24 % of the image, every colour from
+the image's shared palette) and `easy` (2-4 larger objects, radius 14-26 %, each class in its own
+colour family, as real classes have typical colours, on a greyer background; the same outlines,
+fills and void borders). `hard` is unchanged for a given seed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from datamodules.synthetic import LEVELS
 from datamodules.voc_format import VOC_PALETTE, VOID
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -23,6 +29,11 @@ CLASS_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 _PALETTE_SIZE = 6  # colours per image, shared by the background and all objects
+# The easy level's colour family of each object class (RGB), jittered per object.
+_CLASS_COLOURS = np.array([
+    (0, 0, 0), (205, 45, 45), (45, 75, 210), (225, 200, 35), (40, 165, 60), (185, 55, 185),
+    (35, 190, 205), (235, 125, 25), (235, 235, 235),
+], dtype=np.float32)  # fmt: skip
 
 
 def _circle(n: int = 40) -> np.ndarray:
@@ -96,16 +107,28 @@ def _background(rng: np.random.Generator, colours: np.ndarray, size: int) -> np.
     return image
 
 
-def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _class_colours(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """The easy level's fill colours of one object: its class colour family, jittered, as a light and a dark shade."""
+    base = np.clip(_CLASS_COLOURS[cls] * rng.uniform(0.8, 1.1) + rng.uniform(-20, 20, 3), 0, 255)
+    return np.stack([base, base * rng.uniform(0.55, 0.75)]).astype(np.float32)
+
+
+def draw_scene(rng: np.random.Generator, size: int, level: str = "hard") -> tuple[np.ndarray, np.ndarray]:
     """One scene: an RGB uint8 image (size, size, 3) and its label mask (size, size) with void borders."""
+    if level not in LEVELS:
+        raise ValueError(f"data.synthetic.level={level!r}; expected one of {LEVELS}")
+    easy = level == "easy"
     colours = rng.uniform(20, 235, (_PALETTE_SIZE, 3)).astype(np.float32)
+    if easy:  # a greyer background, so the class colours stand out
+        colours = colours.mean(axis=1, keepdims=True) * 0.75 + colours * 0.25
     image = _background(rng, colours, size)
     labels = np.zeros((size, size), np.uint8)
     instances = np.zeros((size, size), np.uint8)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    for instance in range(1, int(rng.integers(2, 7)) + 1):
+    for instance in range(1, int(rng.integers(2, 5 if easy else 7)) + 1):
         cls = int(rng.integers(1, 9))
-        radius = rng.uniform(0.10, 0.24) * size
+        radius = rng.uniform(0.14, 0.26) if easy else rng.uniform(0.10, 0.24)
+        radius *= size
         angle = rng.uniform(0, 2 * np.pi)
         centre = rng.uniform(0.1, 0.9, 2) * size
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
@@ -120,7 +143,8 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
         dx, dy = xx - centre[0], yy - centre[1]
         u = dx * np.cos(angle) + dy * np.sin(angle)  # object frame: undo the rotation
         v = -dx * np.sin(angle) + dy * np.cos(angle)
-        image[mask] = _object_fill(rng, cls, colours, u, v)[mask]
+        fill_colours = _class_colours(rng, cls) if easy else colours
+        image[mask] = _object_fill(rng, cls, fill_colours, u, v)[mask]
         labels[mask] = cls
         instances[mask] = instance
     width = 2 * max(1, round(size / 200)) + 1
@@ -135,7 +159,8 @@ def _id(index: int) -> str:
 
 
 def generate_voc(
-    root: Path, num_images: int = 1000, size: int = 160, seed: int = 0, val_fraction: float = 0.2
+    root: Path, num_images: int = 1000, size: int = 160, seed: int = 0, val_fraction: float = 0.2,
+    level: str = "hard",
 ) -> None:
     """Write `num_images` scenes of `size`x`size` into `root` as VOC (JPEGImages, SegmentationClass,
     ImageSets/Segmentation/{train,val,trainval}.txt). Deterministic given `seed`.
@@ -146,7 +171,7 @@ def generate_voc(
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for index in range(num_images):  # about 8 ms per 160 px image on one core: no process pool needed
-        image, labels = draw_scene(np.random.default_rng([seed, index]), size)
+        image, labels = draw_scene(np.random.default_rng([seed, index]), size, level)
         Image.fromarray(image).save(root / "JPEGImages" / f"{_id(index)}.jpg", quality=90)
         mask = Image.fromarray(labels, "P")
         mask.putpalette(VOC_PALETTE.tobytes())
