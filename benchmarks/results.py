@@ -335,6 +335,12 @@ def experiment_name(task: str, tier: str) -> str | None:
     return f"{task}_cpu" if tier == "cpu" and task in TASKS else None
 
 
+#: a refiner sees 14 crops per training image: its CPU budget is a fraction of the epochs and images
+#: (the commands in conf/experiment/pose_cpu.yaml and docs/pose.md)
+REFINER_BUDGET = {
+    "default": ("trainer.max_epochs=2", "trainer.limit_train_batches=0.25"),
+    "cpu": ("trainer.max_epochs=4", "trainer.limit_train_batches=0.5"),
+}
 #: what a stage-2 recipe shows until stage 1 has written its checkpoint
 PREV_PLACEHOLDER = "<stage-1 best.ckpt>"
 #: what stands in a recipe for the first job's checkpoints/best.ckpt (see `Step`)
@@ -372,7 +378,7 @@ def steps(task: str, tier: str) -> list[Step]:
     if task == "pose":
         return [
             Step(task, "main", (base,)),
-            Step(f"{task}_stage2", "stage2", (base, "stage=2", f"prev_ckpt={PREV}")),
+            Step(f"{task}_stage2", "stage2", (base, "stage=2", f"prev_ckpt={PREV}", *REFINER_BUDGET[tier])),
         ]
     return [Step(task, "main", (base,))]
 

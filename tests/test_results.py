@@ -32,6 +32,7 @@ PER_TASK = [
     "pose:data.train_count=24",
     "pose:data.val_fraction=0.25",
     "pose:data.batch_size=8",
+    "pose_stage2:trainer.limit_train_batches=1.0",  # a quarter of 3 batches is none
     "embed:data.synthetic={num_train: 400, num_test: 100, seed: 0}",
     "embed:data.batch_size=32",
     "embed:optimizer.name=adam",
@@ -121,7 +122,8 @@ def test_a_missing_cpu_experiment_is_reported_and_the_other_tasks_go_on(
         assert all(b["result"] == "not run" for b in entry["bars"])
         assert all(j["status"] == "skipped" for j in entry["jobs"])
     assert report["tasks"]["pose"]["recipe"][1] == (
-        "python train.py experiment=pose_cpu stage=2 'prev_ckpt=<stage-1 best.ckpt>'"
+        "python train.py experiment=pose_cpu stage=2 'prev_ckpt=<stage-1 best.ckpt>' trainer.max_epochs=4 "
+        "trainer.limit_train_batches=0.5"
     )
     assert "missing_experiment" in (tmp_path / "out" / "results.md").read_text()
 
