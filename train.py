@@ -5,15 +5,16 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from visionlab.cli import run_entry
-from visionlab.runner import train
+from visionlab import cli
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the optimised metric for sweepers."""
-    return run_entry(train, cfg)
+    from visionlab.runner import train  # torch and Lightning only once the config is composed
+
+    return cli.run_entry(train, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main)

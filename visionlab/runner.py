@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from visionlab.callbacks import build_callbacks
 from visionlab.checkpointing import AtomicCheckpointIO
 from visionlab.errors import ConfigError, DataError
+from visionlab.keys import check_keys
 from visionlab.optim import check_optimizer, check_scheduler
 from visionlab.registry import task_classes
 
@@ -180,8 +181,19 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("optimizer") is not None:
         check_optimizer(_plain(cfg.optimizer))
     check_scheduler(_plain(cfg.get("scheduler")))
-    module_cls, _ = task_classes(cfg.task_name)
+    module_cls, data_cls = task_classes(cfg.task_name)
+    check_keys(cfg, data_cls, _choice("model"))
     module_cls.check_config(cfg)
+
+
+def _choice(group: str) -> str | None:
+    """The option of config group `group` on the command line's composition (None outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    choice = HydraConfig.get().runtime.choices.get(group)
+    return str(choice) if choice else None
 
 
 #: what `compile=` takes besides true/false: torch.compile's modes

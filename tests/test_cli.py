@@ -1,0 +1,103 @@
+"""The command line as a new user meets it: a mistake is one `error:` line on stderr naming the key or
+option (with the valid ones or the nearest), exit status 2, before any data work, and no run folder
+left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            script,
+            *args,
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.output_dir={tmp_path / 'outputs'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *expected: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for text in expected:
+        assert text in lines[0]
+    assert "error" not in result.stdout  # printed once, not also as a log line
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        (
+            "evaluate.py",
+            ["task=finetune"],
+            ["ckpt_path is required", "python evaluate.py task=finetune ckpt_path="],
+        ),
+        ("train.py", ["task=nope"], ["task=nope", "defect, embed, finetune, pose, segment"]),
+        ("train.py", ["task=pse"], ["did you mean task=pose?"]),
+        ("train.py", ["model=resnet"], ["model=resnet", "resnet10"]),
+        ("train.py", ["optimizer.lrr=0.1"], ["optimizer.lrr", "did you mean optimizer.lr?"]),
+        ("train.py", ["optimizer.zzz=1"], ["optimizer.zzz", "lr, name, weight_decay", "+optimizer.zzz=1"]),
+        ("train.py", ["trainer.max_epochs=[1"], ["trainer.max_epochs=[1"]),
+        ("train.py", ["max_epochs"], ["'max_epochs'"]),
+    ],
+)
+def test_hydra_mistakes_are_one_line_and_exit_2(
+    tmp_path: Path, script: str, args: list[str], expected: list[str]
+) -> None:
+    result = run_cli(script, *args, tmp_path=tmp_path)
+    assert_one_error_line(result, *expected)
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*"))
+    assert not (tmp_path / "data").exists()
+
+
+def test_unknown_added_key_is_refused_before_data_and_leaves_no_run_folder(tmp_path: Path) -> None:
+    result = run_cli("train.py", "+optimizer.lrr=0.1", tmp_path=tmp_path)
+    assert_one_error_line(result, "optimizer.lrr", "did you mean optimizer.lr?")
+    assert not (tmp_path / "data").exists()  # refused before any data was generated
+    assert not any((tmp_path / "outputs").rglob("*"))  # no stub run folder
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+optimizer.lrr=0.1", "optimizer.lrr is not a key of torch.optim.AdamW; did you mean optimizer.lr?"),
+        ("+trainer.max_epoch=3", "did you mean trainer.max_epochs?"),
+        ("+scheduler.gama=0.5", "did you mean scheduler.gamma?"),
+        ("+data.batchsize=8", "did you mean data.batch_size?"),
+        ("+model.widht=2", "model.widht is not a key of"),
+    ],
+)
+def test_unknown_keys_of_the_known_groups_are_refused_by_name(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    from tests.conftest import compose_config
+    from visionlab.errors import ConfigError
+    from visionlab.runner import validate_config
+
+    cfg = compose_config("train", [override, f"paths.data_dir={tmp_path / 'data'}"])
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("+", r"\+")):
+        validate_config(cfg)
+
+
+def test_valid_added_keys_pass(tmp_path: Path) -> None:
+    from tests.conftest import compose_config
+    from visionlab.runner import validate_config
+
+    validate_config(
+        compose_config("train", ["+optimizer.betas=[0.9,0.99]", "+trainer.enable_model_summary=false"])
+    )

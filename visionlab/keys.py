@@ -1,0 +1,113 @@
+"""The keys each config group takes, so an unknown key (a typo, or one added with `+group.key=...`)
+is refused by name, with the nearest valid key, before any data is generated or read."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from visionlab.errors import ConfigError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+#: every key `build_scheduler` reads
+SCHEDULER_KEYS = ("name", "warmup_epochs", "pct_start", "step_size", "gamma", "patience", "mode")
+
+
+def nearest(key: str, valid: Iterable[str]) -> str | None:
+    """The valid key closest to `key` in spelling, or None when none is close."""
+    matches = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_key_message(group: str, key: str, valid: Iterable[str], what: str = "") -> str:
+    """`<group>.<key> is not a key of <what>; did you mean <group>.<match>?` (or the valid keys)."""
+    valid = sorted(set(valid))
+    where = what or group
+    match = nearest(key, valid)
+    hint = f"did you mean {group}.{match}?" if match else f"expected one of {', '.join(valid)}"
+    return f"{group}.{key} is not a key of {where}; {hint}"
+
+
+def _parameters(fn: Any, skip: Iterable[str] = ()) -> set[str] | None:
+    """The keyword parameters of `fn`, or None when it takes **kwargs (anything goes)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    skip = {"self", *skip}
+    return {p.name for p in params if p.name not in skip and p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
+@cache
+def model_keys(option: str | None = None) -> frozenset[str]:
+    """The keys of `conf/model/<option>.yaml`, or of all model options when `option` is None."""
+    from omegaconf import OmegaConf
+
+    files = [CONF_DIR / "model" / f"{option}.yaml"] if option else sorted((CONF_DIR / "model").glob("*.yaml"))
+    keys: set[str] = set()
+    for path in files:
+        if path.is_file():
+            keys |= set(OmegaConf.load(path).keys())
+    return frozenset(str(k) for k in keys)
+
+
+def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None = None) -> None:
+    """Refuse a key of `optimizer`, `scheduler`, `trainer`, `data` or `model` that nothing reads.
+
+    optimizer: the arguments of the chosen torch optimizer; scheduler: what the schedules read;
+    trainer: the arguments of lightning's Trainer; data: the task's DataModule arguments; model: the
+    keys of the selected `conf/model/*.yaml` (`model_option`; all of them when it is not known)."""
+    import lightning.pytorch as pl
+
+    from visionlab.optim import OPTIMIZERS
+
+    def refuse(group: str, keys: Iterable[Any], valid: set[str] | frozenset[str] | None, what: str) -> None:
+        if valid is None:
+            return
+        for key in keys:
+            if str(key) not in valid:
+                raise ConfigError(unknown_key_message(group, str(key), valid, what))
+
+    optimizer = cfg.get("optimizer")
+    if optimizer is not None:
+        name = str(optimizer.get("name", "sgd")).lower()
+        if name in OPTIMIZERS:
+            valid = _parameters(OPTIMIZERS[name].__init__, skip=("params",))
+            ignored = {"momentum", "nesterov"} if name != "sgd" else set()  # dropped for adam(w)
+            refuse(
+                "optimizer",
+                optimizer.keys(),
+                None if valid is None else valid | ignored | {"name"},
+                f"torch.optim.{OPTIMIZERS[name].__name__}",
+            )
+    scheduler = cfg.get("scheduler")
+    if scheduler is not None:
+        refuse("scheduler", scheduler.keys(), set(SCHEDULER_KEYS), "the schedules")
+    trainer = cfg.get("trainer")
+    if trainer is not None:
+        refuse(
+            "trainer",
+            trainer.keys(),
+            _parameters(
+                pl.Trainer.__init__,
+                skip=("callbacks", "logger", "default_root_dir", "plugins", "enable_checkpointing"),
+            ),
+            "lightning's Trainer",
+        )
+    data = cfg.get("data")
+    if data is not None and data_cls is not None:
+        refuse(
+            "data",
+            data.keys(),
+            _parameters(data_cls.__init__, skip=("data_dir",)),
+            f"{cfg.get('task_name')}'s data",
+        )
+    model = cfg.get("model")
+    if model is not None:
+        valid = model_keys(model_option) or model_keys()
+        what = f"model={model_option}" if model_option and model_keys(model_option) else "any model"
+        refuse("model", model.keys(), valid, what)
