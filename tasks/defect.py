@@ -329,7 +329,8 @@ class DefectTask(TaskModule):
                         self._examples[name], threshold, self._vmax(), f"test: {name}"
                     )
                     writer.add_figure(f"test/examples/{name}", figure)
-            writer.add_figure("test/pixel_pr_curve", self._pr_figure())
+            # the figure and the raw curve need their own tags: TensorBoard shows neither when they share one
+            writer.add_figure("test/pixel_pr_curves_by_type", self._pr_figure())
             writer.add_pr_curve_raw(
                 "test/pixel_pr_curve", **pr_curve_counts(self.test_eval.groups["all"].pixel_ap)
             )

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 
 from datamodules.mvtec import MVTecDataModule
 from tasks.defect import DefectTask, per_sample_loss
@@ -94,9 +95,15 @@ def test_tensorboard_has_loss_metric_table_examples_and_pr_curve(trained: Path) 
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
     assert len(acc.Scalars("val/pixel_auroc")) == 2  # the metric table, every epoch
     images = set(acc.Tags()["images"])
-    assert {"val/examples", "test/pixel_pr_curve"} <= images
+    assert {"val/examples", "test/pixel_pr_curves_by_type"} <= images
     assert {f"test/examples/{t}" for t in ["good", *TYPES]} <= images
-    assert "val/pixel_pr_curve" in acc.PluginTagToContent("pr_curves")
+    pr_curves = acc.PluginTagToContent("pr_curves")
+    assert {"val/pixel_pr_curve", "test/pixel_pr_curve"} <= set(pr_curves)
+    assert "test/pixel_pr_curve" not in images  # one tag, one plugin: TensorBoard shows neither otherwise
+    # the test curve's data, as the PR CURVES dashboard reads it: rows TP, FP, TN, FN, precision, recall
+    curve = tensor_util.make_ndarray(acc.Tensors("test/pixel_pr_curve")[-1].tensor_proto)
+    assert curve.shape[0] == 6 and curve.shape[1] > 2
+    assert ((curve[4] >= 0) & (curve[4] <= 1)).all() and curve[5].max() == pytest.approx(1.0)
     texts = acc.PluginTagToContent("text")
     assert {"val/metric_table/text_summary", "val/reference_table/text_summary"} <= set(texts)
     table = acc.Tensors("val/metric_table/text_summary")[-1].tensor_proto.string_val[0].decode()
