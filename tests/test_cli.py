@@ -101,3 +101,17 @@ def test_valid_added_keys_pass(tmp_path: Path) -> None:
     validate_config(
         compose_config("train", ["+optimizer.betas=[0.9,0.99]", "+trainer.enable_model_summary=false"])
     )
+
+
+def test_lightning_platform_tips_are_not_printed(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import lightning.pytorch as pl
+
+    import visionlab.runner  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.INFO):
+        pl.Trainer(logger=[], accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+        pl.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+    assert "litlogger" not in caplog.text and "litmodels" not in caplog.text
+    assert "Tip" not in caplog.text

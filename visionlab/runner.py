@@ -35,6 +35,16 @@ for _message in (
     warnings.filterwarnings("ignore", message=_message)
 
 
+class _NoPlatformTips(logging.Filter):
+    """Drops Lightning's advertising lines ("💡 Tip: ... litlogger / litmodels"), printed on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoPlatformTips())
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train `cfg.task_name`, test the best checkpoint, and return the value of `cfg.optimized_metric`."""
     validate_config(cfg)
