@@ -163,7 +163,7 @@ def resolve_classes(
 
 
 class VOCDataModule(SplitDataModule):
-    """VOC-layout segmentation data; `root=None` uses the embedded scenes under `<data_dir>/voc_synthetic_<level>`."""
+    """VOC-layout segmentation data; `root=None` uses the embedded scenes under `<data_dir>/voc_synthetic_<level>_<digest>`."""
 
     empty_split_hint = "check data.train_split / data.val_split and their list files"
 

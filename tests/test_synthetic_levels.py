@@ -96,7 +96,9 @@ def test_each_level_has_its_own_folder_and_unknown_levels_fail_first(module, tmp
     easy = module(data_dir=str(tmp_path), synthetic={"level": "easy"})
     hard = module(data_dir=str(tmp_path), synthetic={"level": "hard"})
     assert easy.resolved_root != hard.resolved_root
-    assert easy.resolved_root.name.endswith("_easy") and hard.resolved_root.name.endswith("_hard")
+    assert "_easy_" in easy.resolved_root.name and "_hard_" in hard.resolved_root.name
+    other = module(data_dir=str(tmp_path), synthetic={"level": "easy", "seed": 1})
+    assert other.resolved_root != easy.resolved_root  # other parameters, another folder
     with pytest.raises(ConfigError, match=r"data\.synthetic\.level='medium'"):
         module(data_dir=str(tmp_path), synthetic={"level": "medium"})
     assert not any(tmp_path.iterdir())

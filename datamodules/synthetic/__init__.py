@@ -7,6 +7,7 @@ renames it into place, so an interrupted generation never leaves a half-written 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import shutil
 import tempfile
@@ -64,13 +65,16 @@ LEVELS = ("easy", "hard")
 def synthetic_folder(
     data_dir: Path, name: str, synthetic: dict[str, Any], variant: str | None = None
 ) -> Path:
-    """Where an embedded set lives: `<data_dir>/<name>_<level>`, so the two levels never share a folder
-    (`<name>_<level>_<variant>` for a variant such as a class subset, which must not share one either).
-    Raises a one-line ConfigError for an unknown `data.synthetic.level` (before anything is generated)."""
+    """Where an embedded set lives: `<data_dir>/<name>_<level>[_<variant>]_<digest>`, the digest a short
+    hash of all of `data.synthetic`, so sets drawn with other parameters (level, count, size, seed,
+    classes) never share a folder and one recipe never finds another's set in its way; `variant` (a
+    class subset) keeps the name readable. Raises a one-line ConfigError for an unknown
+    `data.synthetic.level` (before anything is generated)."""
     level = synthetic.get("level", "hard")
     if level not in LEVELS:
         raise ConfigError(f"data.synthetic.level={level!r}: expected one of {', '.join(LEVELS)}")
-    return Path(data_dir) / (f"{name}_{level}" + (f"_{variant}" if variant else ""))
+    digest = hashlib.sha1(json.dumps(_jsonable(synthetic), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(data_dir) / "_".join(part for part in (name, level, variant, digest) if part)
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:

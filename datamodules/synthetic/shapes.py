@@ -13,7 +13,6 @@ its own random stream, so a subset's images are exactly the full set's images of
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +58,9 @@ def check_classes(classes: Any) -> list[str] | None:
 
 
 def subset_tag(classes: list[str] | None) -> str | None:
-    """Folder suffix of a class subset from `check_classes`, `<n>cls_<hash of the sorted names>`; None
-    for all 12 classes, whose folder stays as it was."""
-    if classes is None:
-        return None
-    digest = hashlib.sha1(",".join(sorted(classes)).encode()).hexdigest()[:8]
-    return f"{len(classes)}cls_{digest}"
+    """Folder name part of a class subset from `check_classes`, `<n>cls` (the folder's digest of all of
+    `data.synthetic` tells subsets of one size apart); None for all 12 classes."""
+    return None if classes is None else f"{len(classes)}cls"
 
 
 #: oversampling factor for anti-aliased edges
