@@ -24,6 +24,8 @@ class TaskModule(pl.LightningModule):
     task_name: str = ""
     #: metric the checkpoint callback follows by default (the task config's `monitor.metric` wins)
     monitor: str = "val/loss"
+    #: the test metrics printed at the end of a training run (those present; the rest is in metrics.json)
+    summary_metrics: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()

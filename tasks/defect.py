@@ -73,6 +73,7 @@ class DefectTask(TaskModule):
 
     task_name = "defect"
     monitor = "val/loss"
+    summary_metrics = ("test/image_auroc", "test/pixel_auroc", "test/aupro", "test/pixel_ap")
 
     def __init__(
         self,

@@ -130,6 +130,7 @@ class EmbedTask(TaskModule):
 
     task_name = "embed"
     monitor = "val/acc"
+    summary_metrics = ("test/acc",)
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ class FinetuneTask(TaskModule):
 
     task_name = "finetune"
     monitor = "val/acc"
+    summary_metrics = ("test/acc", "test/auroc")
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:

@@ -99,6 +99,7 @@ class PoseTask(TaskModule):
 
     task_name = "pose"
     monitor = "val/pcp/mean"
+    summary_metrics = ("test/pcp/mean", "test/pdj@0.2", "test/pdj@0.5")
 
     def __init__(
         self,

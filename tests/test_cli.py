@@ -115,3 +115,40 @@ def test_lightning_platform_tips_are_not_printed(caplog: pytest.LogCaptureFixtur
         pl.Trainer(logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
     assert "litlogger" not in caplog.text and "litmodels" not in caplog.text
     assert "Tip" not in caplog.text
+
+
+def test_a_run_prints_what_next_and_logs_its_epochs_and_a_resume_writes_only_its_folder(
+    tmp_path: Path,
+) -> None:
+    """A tiny training through train.py: the end of the run names the best checkpoint, the test metrics
+    and the next commands; train.log holds every epoch and the results; `resume=last` goes on in that
+    folder and leaves no other."""
+    from tests.conftest import TINY_FINETUNE
+
+    tiny = [a if not a.startswith("trainer.max_epochs=") else "trainer.max_epochs=2" for a in TINY_FINETUNE]
+    tiny = [
+        a
+        if not a.startswith("data.synthetic.per_class")
+        else "data.synthetic.per_class={train: 2, val: 1, test: 1}"
+        for a in tiny
+    ]
+    first = run_cli("train.py", *tiny, tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    task_dir = tmp_path / "outputs" / "finetune"
+    (run,) = [p for p in task_dir.iterdir() if p.is_dir()]
+    best = run / "checkpoints" / "best.ckpt"
+    assert f"best checkpoint: {best} (val/acc " in first.stdout
+    assert "test: test/acc " in first.stdout and "test/auroc " in first.stdout
+    assert f"next: tensorboard --logdir {task_dir}" in first.stdout
+    assert f"python evaluate.py task=finetune ckpt_path={best}" in first.stdout
+    assert "Tip:" not in first.stdout + first.stderr  # Lightning's advertising lines
+    log = (run / "train.log").read_text()
+    assert "epoch 1/2 (" in log and "epoch 2/2 (" in log and "val/acc=" in log and "train/loss=" in log
+    assert f"best checkpoint: {best}" in log and "test: test/acc " in log
+
+    resumed = run_cli("train.py", *tiny, "trainer.max_epochs=3", "resume=last", tmp_path=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [p for p in task_dir.iterdir()] == [run]  # no second, empty run folder
+    assert "exists and is not empty" not in resumed.stdout + resumed.stderr
+    log = (run / "train.log").read_text()
+    assert "resumed in this folder: " in log and "epoch 3/3 (" in log

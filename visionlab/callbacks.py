@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,31 @@ class EpochTimer(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl_module.log("time/epoch_s", time.perf_counter() - self._start, on_epoch=True, on_step=False)
+
+
+class EpochLog(Callback):
+    """Writes one line per training epoch into the run's log file (`train.log`): the epoch, its wall
+    time and the epoch's summary metrics (train/*, val/*, time/*, lr; per-class values stay in
+    TensorBoard and metrics.json), so the log alone tells how the run went."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        from visionlab.cli import log_to_files
+
+        values = {
+            k: float(v)
+            for k, v in trainer.callback_metrics.items()
+            if v.numel() == 1 and k.count("/") <= 1 and not k.endswith("_step")
+        }
+        shown = "  ".join(f"{k}={values[k]:.4g}" for k in sorted(values))
+        seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
+        log_to_files(
+            logging.INFO, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f} s): {shown}"
+        )
 
 
 class EpochReseed(Callback):
@@ -43,6 +69,7 @@ CALLBACKS: dict[str, type[Callback]] = {
     "early_stopping": EarlyStopping,
     "finite_loss": FiniteLossGuard,
     "epoch_seed": EpochReseed,
+    "epoch_log": EpochLog,
 }
 
 

@@ -35,6 +35,8 @@ _OWN_FULL_ERROR = "VISIONLAB_HYDRA_FULL_ERROR"
 _STUB_ENTRIES = (".hydra", "config.yaml")
 
 _task_started = False
+#: the run folder this command continues (`resume=`), when it is not the one Hydra created for it
+resumed_into: Path | None = None
 
 
 def main(hydra_main: Callable[[], Any]) -> None:
@@ -196,9 +198,9 @@ def is_stub(folder: Path) -> bool:
     return folder.is_dir() and all(p.name in _STUB_ENTRIES or p.suffix == ".log" for p in folder.iterdir())
 
 
-def discard_stub_run_dir() -> None:
-    """Remove this run's folder if the run wrote nothing into it but its config and log."""
-    folder = claimed_run_dir()
+def discard_stub_run_dir(folder: Path | None = None) -> None:
+    """Remove this run's folder (or `folder`, one it claimed) if nothing but config and logs is in it."""
+    folder = folder or claimed_run_dir()
     if folder is None or not is_stub(folder):
         return
     for handler in file_handlers():

@@ -80,9 +80,39 @@ def train(cfg: DictConfig) -> float | None:
     if trainer.is_global_zero:
         log_final_hparams(loggers, cfg, metrics)
         write_json(run_dir / "metrics.json", metrics)
-    log.info("run folder: %s", run_dir)
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        report_end_of_run(cfg, run_dir, metrics, best, type(module).summary_metrics)
     value = metrics.get(cfg.get("optimized_metric") or "")
     return value if value is None or math.isfinite(value) else None
+
+
+def report_end_of_run(
+    cfg: DictConfig, run_dir: Path, metrics: dict[str, float], best: str, headline: tuple[str, ...]
+) -> None:
+    """Print (and write to train.log) what a run produced and what to do next: the best checkpoint, the
+    monitored metric, the task's main test metrics, and the commands to look at and evaluate it."""
+    from visionlab.cli import log_to_files
+
+    monitor = str(cfg.monitor.metric)
+    lines = [
+        f"{cfg.task_name}: trained in {metrics.get('time/train_s', float('nan')):.0f} s; run folder {run_dir}"
+    ]
+    if best:
+        score = metrics.get(f"best/{monitor}")
+        lines.append(f"best checkpoint: {best}" + (f" ({monitor} {score:.4f})" if score is not None else ""))
+    shown = [k for k in (*headline, monitor.replace("val/", "test/", 1)) if k in metrics]
+    if shown:
+        lines.append("test: " + "  ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys(shown)))
+    lines.append(f"all metrics: {run_dir / 'metrics.json'}")
+    task_dir = Path(str(cfg.paths.output_dir)).expanduser() / str(cfg.task_name)
+    logdir = task_dir if task_dir.resolve() in run_dir.resolve().parents else run_dir
+    lines.append(f"next: tensorboard --logdir {logdir}")
+    if best:
+        stage = f" stage={cfg.stage}" if int(cfg.get("stage") or 1) > 1 else ""
+        lines.append(f"      python evaluate.py task={cfg.task_name}{stage} ckpt_path={best}")
+    print("\n" + "\n".join(lines), flush=True)
+    for line in lines:
+        log_to_files(logging.INFO, line)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -244,6 +274,29 @@ def apply_resume(cfg: DictConfig) -> None:
         raise ConfigError("give either resume=<run folder> or ckpt_path=<checkpoint>, not both")
     cfg.paths.run_dir = str(folder.resolve())
     cfg.ckpt_path = str(last)
+    continue_in(folder.resolve())
+
+
+def continue_in(folder: Path) -> None:
+    """A resumed run writes only into `folder`: its log goes on in `folder`'s train.log (with the
+    command line of this resume), and the folder Hydra created for this command is removed at exit
+    if nothing else was written there."""
+    import atexit
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from visionlab import cli
+    from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
+
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    new = claimed_run_dir()
+    if new is None or new == folder or rank_zero_only.rank != 0:
+        return
+    move_log_to(folder)
+    cli.resumed_into = folder
+    overrides = " ".join(HydraConfig.get().overrides.task)
+    log_to_files(logging.INFO, f"resumed in this folder: {overrides}")
+    atexit.register(discard_stub_run_dir, new)
 
 
 def latest_run(cfg: DictConfig) -> Path:

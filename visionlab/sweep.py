@@ -37,6 +37,9 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         job_dir = Path(str(config.hydra.runtime.output_dir))
         started = self._started.pop(str(job_dir), time.time())
+        from visionlab import cli
+
+        job_dir = cli.resumed_into or job_dir  # a resume records itself in the folder it continued
         value = job_return._return_value
         failed = job_return.status == JobStatus.FAILED or isinstance(value, BaseException)
         error = read_error(job_dir) if not failed else _one_line(value)
