@@ -64,6 +64,13 @@ def index_class_folders(
     class_names = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_names:
         raise DataError(f"{base} has no class folders; expected {base}/<class>/*.png")
+    if len(class_names) == 1:
+        only = base / class_names[0]
+        count = sum(1 for p in only.iterdir() if p.is_file() and not p.name.startswith("."))
+        raise DataError(
+            f"{base} has one class folder, {class_names[0]}/ ({count} files); a classifier needs at least 2: "
+            f"put each class's images in its own folder, {base}/<class>/*.png"
+        )
     samples = {s: _read_split(root / s if present else root, class_names) for s in (present or ["train"])}
     missing = [s for s in SPLITS if s not in samples]
     if missing:

@@ -326,3 +326,15 @@ def test_checkpoints_of_another_task_or_model_shape_are_refused_by_name(
                 f"ckpt_path={resized}", name="evaluate", base=[b for b in _tiny() if "max_epochs" not in b]
             )
         )
+
+
+def test_a_one_class_folder_is_named_with_what_was_found(tmp_path: Path) -> None:
+    from visionlab.errors import DataError
+
+    (tmp_path / "cats").mkdir()
+    for i in range(3):
+        (tmp_path / "cats" / f"{i}.png").write_bytes(b"")
+    with pytest.raises(
+        DataError, match=rf"{tmp_path} has one class folder, cats/ \(3 files\); a classifier needs at least 2"
+    ):
+        index_class_folders(tmp_path)
