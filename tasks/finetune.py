@@ -18,7 +18,8 @@ from tasks.nets.weights import resolve_weights_file
 from visionlab.errors import ConfigError
 from visionlab.figures import confusion_figure, labelled_grid, roc_figure, save_figure
 
-#: how many validation images the TensorBoard prediction grid shows
+#: how many validation images the TensorBoard prediction grid shows (spread over the classes; a green
+#: title and frame = right, red = wrong)
 GRID_SIZE = 16
 
 
@@ -66,7 +67,8 @@ class FinetuneTask(TaskModule):
         self.train_acc = MulticlassAccuracy(int(num_classes), average="micro")
         self.val_metrics = classification_metrics(int(num_classes))
         self.test_metrics = classification_metrics(int(num_classes))
-        self._grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        #: validation images kept for the prediction grid, per class: [(image, label, prediction)]
+        self._grid: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] | None = None
         self._test_curves: dict[str, Any] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,8 +100,8 @@ class FinetuneTask(TaskModule):
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
         probs = logits.float().softmax(dim=1)
         (self.val_metrics if stage == "val" else self.test_metrics).update(probs, y)
-        if stage == "val" and self._grid is None:
-            self._grid = (raw[:GRID_SIZE].cpu(), y[:GRID_SIZE].cpu(), probs[:GRID_SIZE].argmax(1).cpu())
+        if stage == "val":
+            self._collect_grid(raw, y, probs.argmax(1))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -110,7 +112,7 @@ class FinetuneTask(TaskModule):
     def on_validation_epoch_end(self) -> None:
         results = self.val_metrics.compute()
         self.val_metrics.reset()
-        grid, self._grid = self._grid, None
+        grid, self._grid = self._grid_batch(), None
         if self.trainer.sanity_checking:
             return
         self.log_dict(scalar_results(results, self.class_names, "val"))
@@ -152,6 +154,28 @@ class FinetuneTask(TaskModule):
         fpr = [f.cpu().numpy() for f in fpr]
         tpr = [t.cpu().numpy() for t in tpr]
         return roc_figure(fpr, tpr, self.class_names, self._per_class_auc(results))
+
+    def _collect_grid(self, raw: torch.Tensor, y: torch.Tensor, preds: torch.Tensor) -> None:
+        """Keep up to ceil(GRID_SIZE / classes) validation images per class (validation is sorted by
+        class, so the first images would all be of one class)."""
+        if self._grid is None:
+            self._grid = {}
+        quota = -(-GRID_SIZE // max(len(self.class_names), 1))
+        for label in y.unique().tolist():
+            kept = self._grid.setdefault(int(label), [])
+            if len(kept) >= quota:
+                continue
+            idx = (y == label).nonzero().flatten()[: quota - len(kept)]
+            kept.extend(zip(raw[idx].cpu(), y[idx].cpu(), preds[idx].cpu(), strict=True))
+
+    def _grid_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The kept images, one class after another round-robin (first of each class, then second...)."""
+        if not self._grid:
+            return None
+        per_class = [self._grid[c] for c in sorted(self._grid)]
+        picked = [kept[i] for i in range(max(map(len, per_class))) for kept in per_class if i < len(kept)]
+        picked = picked[:GRID_SIZE]
+        return tuple(torch.stack([item[k] for item in picked]) for k in range(3))  # type: ignore[return-value]
 
     def _prediction_grid(self, images: torch.Tensor, labels: torch.Tensor, preds: torch.Tensor) -> Any:
         titles = [

@@ -338,3 +338,20 @@ def test_a_one_class_folder_is_named_with_what_was_found(tmp_path: Path) -> None
         DataError, match=rf"{tmp_path} has one class folder, cats/ \(3 files\); a classifier needs at least 2"
     ):
         index_class_folders(tmp_path)
+
+
+def test_the_prediction_grid_spreads_over_the_classes() -> None:
+    """Validation is sorted by class: the grid still shows every class, round-robin, right and wrong."""
+    from types import SimpleNamespace
+
+    from tasks.finetune import GRID_SIZE, FinetuneTask
+
+    grid = SimpleNamespace(class_names=[f"c{i}" for i in range(12)], _grid=None)
+    labels = torch.arange(12).repeat_interleave(10)  # 10 images per class, sorted
+    raw = torch.zeros(len(labels), 8, 8, 3, dtype=torch.uint8)
+    for start in range(0, len(labels), 32):  # batches of 32, as a loader yields them
+        part = slice(start, start + 32)
+        FinetuneTask._collect_grid(grid, raw[part], labels[part], labels[part])
+    _, shown, _ = FinetuneTask._grid_batch(grid)
+    assert len(shown) == GRID_SIZE
+    assert shown[:12].tolist() == list(range(12))  # one of each class first

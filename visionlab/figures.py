@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 
 def confusion_figure(
@@ -72,6 +73,9 @@ def labelled_grid(images: np.ndarray, titles: Sequence[str], colors: Sequence[st
     for ax, img, title, color in zip(axes.flat, images, titles, colors, strict=False):
         ax.imshow(img.squeeze(), cmap="gray" if img.ndim == 2 or img.shape[-1] == 1 else None)
         ax.set_title(title, fontsize=7, color=color)
+        ax.add_patch(
+            Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, edgecolor=color, linewidth=3)
+        )
     fig.tight_layout()
     return fig
 
