@@ -433,7 +433,8 @@ class EmbedTask(TaskModule):
             metadata_header=["label", "set"],
             label_img=sprites,
             global_step=self.global_step,
-            tag="embedding",
+            # the projector lists it as "<tag>:<step>": name the network and the embedding's size
+            tag=f"{self.hparams.model.get('arch', 'net')}_embedding_{emb.shape[1]}d",
         )
         writer.flush()
 

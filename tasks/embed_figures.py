@@ -60,12 +60,12 @@ def filter_response_figure(weight: torch.Tensor, image: torch.Tensor, max_filter
     return fig
 
 
-def feature_maps_figure(maps: dict[str, torch.Tensor], image: torch.Tensor, max_maps: int = 20) -> Figure:
+def feature_maps_figure(maps: dict[str, torch.Tensor], image: torch.Tensor, max_maps: int = 8) -> Figure:
     """One digit and the network's activations for it: one row of maps per stage of `feature_maps()`."""
     stages = [(name, m.detach().float().cpu()[0]) for name, m in maps.items()]
     cols = min(max_maps, max(len(m) for _, m in stages))
     fig, axes = plt.subplots(
-        len(stages) + 1, cols, figsize=(0.75 * cols, 0.9 * (len(stages) + 1)), squeeze=False
+        len(stages) + 1, cols, figsize=(1.0 * cols, 1.15 * (len(stages) + 1)), squeeze=False
     )
     for ax in axes.flat:
         ax.axis("off")

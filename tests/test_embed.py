@@ -116,6 +116,9 @@ def test_tensorboard_has_scalars_filter_figures_and_projector(trained: Path) -> 
     assert len(acc.Images("filters/conv1")) == 2
     config = (tb / "projector_config.pbtxt").read_text()
     assert "sprite" in config and "metadata_path" in config
+    assert 'tensor_name: "mnist_net_embedding_50d:' in config  # named, not "embedding:<step>"
+    maps = acc.Images("features/maps")[-1]
+    assert maps.width <= 900  # readable as a thumbnail (it was 1500 px wide)
     folder = tb / config.split('metadata_path: "')[1].split("/metadata.tsv")[0]
     meta = (folder / "metadata.tsv").read_text().splitlines()
     assert meta[0] == "label\tset" and len(meta) == 1 + 40 + 12 + 6  # header, 40 val digits, symbols
