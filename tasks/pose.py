@@ -429,8 +429,9 @@ class PoseTask(TaskModule):
             self._test_curves.append(tuple(t.cpu().numpy() for t in metrics["pdj"].curve(per_joint=True)))
             for metric in metrics.values():
                 metric.reset()
-        self.test_results = results
-        self.log_dict(results)
+        self.test_results = results  # metrics.json: every stage, the last one also as test/*
+        # TensorBoard: the last stage once (test/*), earlier stages of the chain by their number
+        self.log_dict({k: v for k, v in results.items() if not k.startswith(f"test/stage{self.stage}/")})
         writer = self.tensorboard
         if writer is not None:
             writer.add_figure("test/pdj_curve", pdj_curve_figure(self._test_curves, self._stage_labels()))
