@@ -57,7 +57,8 @@ def test_tensorboard_has_scalars_figures_and_hparams(trained: Path) -> None:
         "final/test/acc",
     ):
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
-    assert any(t.startswith("lr-") for t in scalars)
+    assert {"lr/AdamW/head", "lr/AdamW/backbone"} <= scalars  # one lr/ group, not lr-<optimizer>
+    assert not any(t.startswith("lr-") for t in scalars)
     images = set(acc.Tags()["images"])
     assert {"val/confusion_matrix", "val/roc", "val/predictions"} <= images
     plugins = acc.PluginTagToContent("hparams")

@@ -24,6 +24,21 @@ class EpochTimer(Callback):
         pl_module.log("time/epoch_s", time.perf_counter() - self._start, on_epoch=True, on_step=False)
 
 
+class LearningRates(LearningRateMonitor):
+    """Lightning's LearningRateMonitor with every value in one `lr/` group of TensorBoard's SCALARS
+    (`lr/AdamW`, `lr/AdamW/head`, ...) instead of one `lr-<optimizer class>` group per optimizer."""
+
+    def _extract_stats(self, trainer: pl.Trainer, interval: str) -> dict[str, float]:
+        stats = super()._extract_stats(trainer, interval)
+        renamed: dict[str, float] = {}
+        for key, value in stats.items():
+            new = "lr/" + key.removeprefix("lr-") if key.startswith("lr-") else key
+            renamed[new] = value
+            if new != key and key in trainer.callback_metrics:
+                trainer.callback_metrics[new] = trainer.callback_metrics.pop(key)
+        return renamed
+
+
 class EpochLog(Callback):
     """Writes one line per training epoch into the run's log file (`train.log`): the epoch, its wall
     time and the epoch's summary metrics (train/*, val/*, time/*, lr; per-class values stay in
@@ -40,7 +55,7 @@ class EpochLog(Callback):
         values = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()
-            if v.numel() == 1 and k.count("/") <= 1 and not k.endswith("_step")
+            if v.numel() == 1 and (k.count("/") <= 1 or k.startswith("lr/")) and not k.endswith("_step")
         }
         shown = "  ".join(f"{k}={values[k]:.4g}" for k in sorted(values))
         seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
@@ -64,7 +79,7 @@ class EpochReseed(Callback):
 CALLBACKS: dict[str, type[Callback]] = {
     "checkpoint": ModelCheckpoint,
     "last_checkpoint": ModelCheckpoint,
-    "lr_monitor": LearningRateMonitor,
+    "lr_monitor": LearningRates,
     "epoch_timer": EpochTimer,
     "early_stopping": EarlyStopping,
     "finite_loss": FiniteLossGuard,
