@@ -59,6 +59,10 @@ def test_tensorboard_has_scalars_figures_and_hparams(trained: Path) -> None:
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
     assert {"lr/AdamW/head", "lr/AdamW/backbone"} <= scalars  # one lr/ group, not lr-<optimizer>
     assert not any(t.startswith("lr-") for t in scalars)
+    assert "epoch" not in scalars  # no staircase card opening SCALARS
+    final = {t for t in scalars if t.startswith("final/")}
+    assert "final/test/acc" in final and "final/best/val/acc" in final
+    assert not any("acc_class" in t for t in final)  # per-class values: metrics.json, not 24 more cards
     images = set(acc.Tags()["images"])
     assert {"val/confusion_matrix", "val/roc", "val/predictions"} <= images
     plugins = acc.PluginTagToContent("hparams")

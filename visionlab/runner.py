@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> float | None:
         metrics.update(module.test_results)
 
     if trainer.is_global_zero:
-        log_final_hparams(loggers, cfg, metrics)
+        log_final_hparams(loggers, cfg, metrics, type(module).summary_metrics)
         write_json(run_dir / "metrics.json", metrics)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         report_end_of_run(cfg, run_dir, metrics, best, type(module).summary_metrics)
@@ -371,7 +371,7 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Ligh
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     """TensorBoard and/or CSV loggers from `cfg.logger` (null = none)."""
-    kinds = {"tensorboard": TensorBoardLogger, "csv": CSVLogger}
+    kinds = {"tensorboard": EpochlessTensorBoardLogger, "csv": CSVLogger}
     loggers: list[Logger] = []
     for name, kwargs in (_plain(cfg.get("logger")) or {}).items():
         if kwargs is None:
@@ -403,10 +403,30 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] |
         raise ConfigError(f"trainer: {err}") from None
 
 
-def log_final_hparams(loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Hyperparameters with the run's final metrics, so TensorBoard's HPARAMS tab can compare runs."""
+class EpochlessTensorBoardLogger(TensorBoardLogger):
+    """TensorBoardLogger without Lightning's `epoch` scalar (a staircase card that would open SCALARS;
+    TensorBoard's step slider and every curve already show the progress)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+
+
+def log_final_hparams(
+    loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float], headline: tuple[str, ...] = ()
+) -> None:
+    """Hyperparameters with the run's final metrics, so TensorBoard's HPARAMS tab can compare runs.
+    Only the summary metrics become `final/*` (each one a single-point scalar TensorBoard needs for
+    HPARAMS): top-level ones such as test/acc, best/*, the monitored metric and the task's headline
+    metrics; per-class and per-type values are in metrics.json."""
     params = flatten_config(cfg)
-    final = {f"final/{k}": v for k, v in metrics.items() if math.isfinite(v)}
+    monitor = str(cfg.get("monitor", {}).get("metric", ""))
+    keep = {*headline, monitor, monitor.replace("val/", "test/", 1)}
+    final = {
+        f"final/{k}": v
+        for k, v in metrics.items()
+        if math.isfinite(v) and (k.count("/") <= 1 or k.startswith("best/") or k in keep)
+    }
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics=final)
