@@ -130,7 +130,7 @@ class EmbedTask(TaskModule):
 
     task_name = "embed"
     monitor = "val/acc"
-    summary_metrics = ("test/acc",)
+    summary_metrics = ("test/acc", "test/symbols/loo_1nn_acc", "test/symbols/new_1nn_acc")
 
     def __init__(
         self,

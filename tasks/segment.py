@@ -87,7 +87,7 @@ class SegmentTask(TaskModule):
 
     task_name = "segment"
     monitor = "val/miou"
-    summary_metrics = ("test/miou", "test/pixel_accuracy")
+    summary_metrics = ("test/miou", "test/pixel_acc")
 
     def __init__(
         self,
