@@ -155,19 +155,18 @@ def test_a_run_prints_what_next_and_logs_its_epochs_and_a_resume_writes_only_its
 
 
 def test_unfinished_generations_of_killed_runs_are_cleaned(tmp_path: Path) -> None:
-    """A run killed while generating an embedded set leaves `.<set>.<random>/`; the next run removes it,
-    unless that set is being generated right now (its lock is held)."""
+    """A run killed while generating an embedded set leaves `.<set>.<random>/`; the next generation of
+    that set removes it, and a set being generated right now by another process (its lock held) keeps its own."""
     import fcntl
 
-    from visionlab.runner import clean_stale_generations
+    from datamodules.synthetic import ensure_generated
 
     for name in ("lsp_easy_abc", "voc_easy_def"):
         (tmp_path / f".{name}.lock").touch()
         (tmp_path / f".{name}.k2j4_x9q").mkdir()
         (tmp_path / f".{name}.k2j4_x9q" / "0001.png").write_bytes(b"x")
-    (tmp_path / "lsp_easy_abc").mkdir()  # a finished set stays
     with (tmp_path / ".voc_easy_def.lock").open("w") as busy:
         fcntl.flock(busy, fcntl.LOCK_EX)  # another process is generating this one
-        removed = clean_stale_generations(tmp_path)
-    assert removed == [tmp_path / ".lsp_easy_abc.k2j4_x9q"]
-    assert (tmp_path / ".voc_easy_def.k2j4_x9q").is_dir() and (tmp_path / "lsp_easy_abc").is_dir()
+        ensure_generated(tmp_path / "lsp_easy_abc", lambda root: (root / "0001.png").write_bytes(b"y"))
+    assert not (tmp_path / ".lsp_easy_abc.k2j4_x9q").exists()
+    assert (tmp_path / ".voc_easy_def.k2j4_x9q").is_dir() and (tmp_path / "lsp_easy_abc" / "0001.png").is_file()

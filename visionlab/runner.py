@@ -354,40 +354,9 @@ def build_datamodule(cfg: DictConfig, trained_on: dict[str, Any] | None = None) 
         datamodule = data_cls(data_dir=str(Path(cfg.paths.data_dir).expanduser().resolve()), **kwargs)
     except TypeError as err:
         raise ConfigError(f"data: {err}") from None
-    clean_stale_generations(Path(cfg.paths.data_dir).expanduser())
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
-
-
-def clean_stale_generations(data_dir: Path) -> list[Path]:
-    """Remove the hidden temporary folders (`.<set>.<random>/`) that a run killed while generating an
-    embedded set left in `data_dir`. A set's generation holds `.<set>.lock`; only folders of sets whose
-    lock is free (nobody generating them now) are removed. Returns the removed folders."""
-    import fcntl
-    import re
-    import shutil
-
-    removed: list[Path] = []
-    if not data_dir.is_dir():
-        return removed
-    for lock_path in data_dir.glob(".*.lock"):
-        name = lock_path.name[1 : -len(".lock")]
-        pattern = re.compile(rf"^\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}$")
-        stale = [p for p in data_dir.iterdir() if p.is_dir() and pattern.match(p.name)]
-        if not stale:
-            continue
-        with lock_path.open("a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # being generated right now
-            for folder in stale:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-    if removed:
-        log.info("removed %d unfinished embedded-set folder(s) of killed runs: %s", len(removed), removed)
-    return removed
 
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:

@@ -32,6 +32,7 @@ def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -
     root.parent.mkdir(parents=True, exist_ok=True)
     with (root.parent / f".{root.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        _remove_unfinished(root)
         marker = root / MARKER
         if marker.is_file():
             saved = json.loads(marker.read_text())
@@ -57,6 +58,14 @@ def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return root
+
+
+def _remove_unfinished(root: Path) -> None:
+    """Remove the temporary siblings (`.<name>.<random>/`) a process killed while generating `root` left;
+    called with the set's lock held, so none of them is being written now."""
+    for folder in root.parent.glob(f".{root.name}.*"):
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 LEVELS = ("easy", "hard")
