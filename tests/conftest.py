@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -55,3 +56,23 @@ def make_cfg(tmp_path: Path, data_dir: Path) -> Callable[..., DictConfig]:
         )
 
     return make
+
+
+def hparams_scalars(run: Path) -> set[str]:
+    """The metric tags of the run's HPARAMS session (`tensorboard/hparams/`), read with EventAccumulator;
+    the session's hparams are there and no experiment summary (which would hide other tasks' columns)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard" / "hparams"), size_guidance={"scalars": 0})
+    acc.Reload()
+    plugin = acc.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugin and "_hparams_/experiment" not in plugin
+    return set(acc.Tags()["scalars"])
+
+
+def assert_curves_only(acc: Any) -> None:
+    """SCALARS of a run of two epochs or more (an EventAccumulator read with scalars: 0) hold curves only:
+    no one-point card (test values, final/*, epoch), those are in metrics.json and HPARAMS."""
+    tags = acc.Tags()["scalars"]
+    one_point = [t for t in tags if len(acc.Scalars(t)) < 2]
+    assert not one_point and not any(t.startswith(("test/", "final/")) for t in tags), one_point

@@ -20,6 +20,7 @@ from tasks.defect import DefectTask, per_sample_loss
 from tasks.defect_eval import DEFAULT_SETTINGS, DefectEvaluation, quantile_threshold
 from tasks.metrics.anomaly import PixelAveragePrecision, f1_optimal_threshold, image_scores
 from tasks.nets.autoencoder import anomaly_map, reconstruction_loss
+from tests.conftest import assert_curves_only, hparams_scalars
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import build_datamodule, evaluate, train
 
@@ -89,10 +90,10 @@ def test_tensorboard_has_loss_metric_table_examples_and_pr_curve(trained: Path) 
         "val/crack/pixel_auroc",
         "val/pixel_threshold",
         "val/pixel_f1",
-        "test/aupro",
-        "test/print/image_auroc",
     ):
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert_curves_only(acc)  # test values: metrics.json (per type too), the summary ones HPARAMS
+    assert {"test/aupro", "test/image_auroc", "best/val/loss"} <= hparams_scalars(trained)
     assert len(acc.Scalars("val/pixel_auroc")) == 2  # the metric table, every epoch
     images = set(acc.Tags()["images"])
     assert {"val/examples", "test/pixel_pr_curves_by_type"} <= images

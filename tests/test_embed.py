@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datamodules.idx import MNIST_FILES, write_idx
 from datamodules.mnist import MNISTDataModule
 from tasks.embed import EmbedTask
+from tests.conftest import assert_curves_only, hparams_scalars
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import evaluate, train
 
@@ -107,9 +108,9 @@ def test_tensorboard_has_scalars_filter_figures_and_projector(trained: Path) -> 
         "train/acc",
         "val/loss",
         "val/acc",
-        "test/acc",
-        "test/symbols/loo_1nn_acc",
     } <= scalars
+    assert_curves_only(acc)
+    assert {"test/acc", "test/symbols/loo_1nn_acc", "best/val/acc"} <= hparams_scalars(trained)
     assert len(acc.Scalars("val/acc")) == 2  # per epoch, no sanity-check entry
     images = set(acc.Tags()["images"])
     assert {"filters/conv1", "filters/responses", "features/maps", "test/confusion_matrix"} <= images

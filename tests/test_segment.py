@@ -17,6 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datamodules.synthetic.voc import CLASS_NAMES
 from datamodules.voc import VOCDataModule, build_pair_augment
 from tasks.segment import SegmentTask
+from tests.conftest import assert_curves_only, hparams_scalars
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import build_datamodule, build_trainer, evaluate, train
 
@@ -86,8 +87,10 @@ def test_tensorboard_has_loss_miou_per_class_iou_and_overlays(trained: Path) -> 
     acc = EventAccumulator(str(trained / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    for tag in ("train/loss", "val/loss", "val/miou", "val/pixel_acc", "val/iou/background", "test/miou"):
+    for tag in ("train/loss", "val/loss", "val/miou", "val/pixel_acc", "val/iou/background"):
         assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    assert_curves_only(acc)
+    assert {"test/miou", "test/pixel_acc", "best/val/miou"} <= hparams_scalars(trained)
     assert len(acc.Scalars("val/miou")) == 2 and len(acc.Scalars("train/loss")) == 2  # once per epoch
     images = set(acc.Tags()["images"])
     assert {"val/overlays", "val/confusion_matrix", "test/overlays", "test/confusion_matrix"} <= images

@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> float | None:
         metrics.update(module.test_results)
 
     if trainer.is_global_zero:
-        log_final_hparams(loggers, cfg, metrics, type(module).summary_metrics)
+        log_final_hparams(loggers, cfg, metrics, type(module).summary_metrics, trainer.global_step)
         write_json(run_dir / "metrics.json", metrics)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         report_end_of_run(cfg, run_dir, metrics, best, type(module).summary_metrics)
@@ -404,33 +404,62 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] |
 
 
 class EpochlessTensorBoardLogger(TensorBoardLogger):
-    """TensorBoardLogger without Lightning's `epoch` scalar (a staircase card that would open SCALARS;
-    TensorBoard's step slider and every curve already show the progress)."""
+    """TensorBoardLogger that keeps SCALARS to curves: without Lightning's `epoch` scalar (a staircase
+    card; the step slider and every curve already show the progress) and without the test phase's
+    one-point values (`test/*`, logged once): those are in metrics.json, the summary ones in HPARAMS."""
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
+        curves = {k: v for k, v in metrics.items() if k != "epoch" and not k.startswith("test/")}
+        if curves:
+            super().log_metrics(curves, step)
+
+
+#: the TensorBoard run (a subfolder of the run's tensorboard/) that holds the run's HPARAMS session
+HPARAMS_RUN = "hparams"
 
 
 def log_final_hparams(
-    loggers: list[Logger], cfg: DictConfig, metrics: dict[str, float], headline: tuple[str, ...] = ()
+    loggers: list[Logger],
+    cfg: DictConfig,
+    metrics: dict[str, float],
+    headline: tuple[str, ...] = (),
+    step: int = 0,
 ) -> None:
-    """Hyperparameters with the run's final metrics, so TensorBoard's HPARAMS tab can compare runs.
-    Only the summary metrics become `final/*` (each one a single-point scalar TensorBoard needs for
-    HPARAMS): top-level ones such as test/acc, best/*, the monitored metric and the task's headline
-    metrics; per-class and per-type values are in metrics.json."""
-    params = flatten_config(cfg)
-    monitor = str(cfg.get("monitor", {}).get("metric", ""))
-    keep = {*headline, monitor, monitor.replace("val/", "test/", 1)}
-    final = {
-        f"final/{k}": v
-        for k, v in metrics.items()
-        if math.isfinite(v) and (k.count("/") <= 1 or k.startswith("best/") or k in keep)
-    }
+    """The run's row in TensorBoard's HPARAMS tab: its config and summary metrics (see
+    `hparams_metrics`), written as a session of its own in `tensorboard/hparams/`."""
+    summary = hparams_metrics(cfg, metrics, headline)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics=final)
-            logger.experiment.flush()
+            write_hparams_session(Path(logger.log_dir) / HPARAMS_RUN, flatten_config(cfg), summary, step)
+
+
+def hparams_metrics(cfg: DictConfig, metrics: dict[str, float], headline: tuple[str, ...]) -> dict[str, float]:
+    """The metrics HPARAMS compares runs on: the task's headline test metrics, the monitored metric (its
+    final value, its best value, its test value); per-class and per-type values stay in metrics.json."""
+    monitor = str(cfg.get("monitor", {}).get("metric", ""))
+    keep = (*headline, monitor, f"best/{monitor}", monitor.replace("val/", "test/", 1))
+    return {k: metrics[k] for k in dict.fromkeys(keep) if k in metrics and math.isfinite(metrics[k])}
+
+
+def write_hparams_session(folder: Path, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+    """One HPARAMS session in `folder`: the hparams, each metric as a scalar at `step`, the end mark.
+    No experiment summary: TensorBoard takes a logdir's columns from the first one it finds (one task's
+    columns for every run in a shared logdir); without one it gathers the hparams of every session and,
+    as metrics, the scalars in the session folders, which hold nothing but these summary values."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    _, start, end = hparams(params, metrics)
+    writer = SummaryWriter(str(folder))
+    try:
+        file_writer = writer._get_file_writer()
+        file_writer.add_summary(start)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)
+        file_writer.add_summary(end)
+    finally:
+        writer.close()
 
 
 def flatten_config(cfg: DictConfig) -> dict[str, Any]:
