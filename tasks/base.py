@@ -163,6 +163,11 @@ class TaskModule(pl.LightningModule):
     def write_report(self, out_dir: Path) -> None:
         """Write the figures of the last test epoch into `out_dir` (evaluate.py); tasks override."""
 
+    def report_tables(self) -> dict[str, Any]:
+        """The last test epoch's tables that metrics.json does not hold (confusion matrices, curves), as
+        JSON values: the run folder's tables.json, so its report can be rebuilt later; tasks override."""
+        return {}
+
     def format_report(self) -> str:
         """A readable table of `test_results` for the terminal; tasks may override."""
         width = max((len(k) for k in self.test_results), default=10)

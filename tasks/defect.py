@@ -405,6 +405,20 @@ class DefectTask(TaskModule):
         if "pr_figure" in self._report:
             save_figure(self._report["pr_figure"](), out_dir / "pixel_pr_curve.png")
 
+    def report_tables(self) -> dict[str, Any]:
+        """The metric settings (reference thresholds, image score, AU-PRO limit) and where the fitted
+        pixel / image thresholds came from."""
+        return {"settings": dict(self.settings), "threshold_source": self.threshold_source()}
+
+    def threshold_source(self) -> str:
+        """How the thresholds used at test time were fitted on validation."""
+        flag = float(self.threshold_from_defects)
+        if flag == 1.0:
+            return "F1-optimal on validation defects"
+        if flag == 0.0:
+            return f"{self.settings['fallback_quantile']:g} quantile of validation good scores"
+        return "not fitted (no validation epoch ran)"
+
     def format_report(self) -> str:
         """The reference's table (per type x threshold: recall, precision, accuracy), then the standard
         metrics per type, then precision / recall / F1 at the thresholds fitted on validation."""
@@ -435,11 +449,7 @@ class DefectTask(TaskModule):
             lines.append(f"{name:<12} " + " ".join(f"{_f(values[k]):>11}" for k in STANDARD))
         at = results.get("at_threshold") or {}
         if at:
-            source = (
-                "F1-optimal on validation defects"
-                if float(self.threshold_from_defects) == 1.0
-                else f"{self.settings['fallback_quantile']:g} quantile of validation good scores"
-            )
+            source = self.threshold_source()
             lines += [
                 "",
                 f"At the thresholds fitted on validation ({source}): pixel >= {float(self.pixel_threshold):.4f}, "

@@ -440,8 +440,9 @@ class EmbedTask(TaskModule):
 
     # ---- reports --------------------------------------------------------------------------------
     def write_report(self, out_dir: Path) -> None:
-        """confusion_matrix.png (digits); with symbols: ssd_table.png, symbols_train_loo.png,
-        symbols_test.png and symbols.json (every table)."""
+        """filters_conv1.png, confusion_matrix.png (digits); with symbols: ssd_table.png,
+        symbols_train_loo.png, symbols_test.png and symbols.json (every table)."""
+        save_figure(filter_grid_figure(self.net.conv1.weight), out_dir / "filters_conv1.png")
         if self._confusion is not None:
             save_figure(confusion_figure(self._confusion, self.class_names), out_dir / "confusion_matrix.png")
         report = self._symbol_report
@@ -474,6 +475,15 @@ class EmbedTask(TaskModule):
                 out_dir / "symbols_test.png",
             )
         (out_dir / "symbols.json").write_text(json.dumps(report.tables(), indent=1))
+
+    def report_tables(self) -> dict[str, Any]:
+        """Class names, the digit confusion matrix and the symbol tables (SSD table, 1-NN/k-NN, new images)."""
+        out: dict[str, Any] = {"class_names": self.class_names}
+        if self._confusion is not None:
+            out["confusion"] = np.asarray(self._confusion).astype(int).tolist()
+        if self._symbol_report is not None:
+            out["symbols"] = self._symbol_report.tables()
+        return out
 
     def format_report(self) -> str:
         r = self.test_results

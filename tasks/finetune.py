@@ -70,6 +70,8 @@ class FinetuneTask(TaskModule):
         #: validation images kept for the prediction grid, per class: [(image, label, prediction)]
         self._grid: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] | None = None
         self._test_curves: dict[str, Any] = {}
+        #: the test images of the last test epoch's prediction grid (image, label, prediction)
+        self._test_grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -100,8 +102,7 @@ class FinetuneTask(TaskModule):
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
         probs = logits.float().softmax(dim=1)
         (self.val_metrics if stage == "val" else self.test_metrics).update(probs, y)
-        if stage == "val":
-            self._collect_grid(raw, y, probs.argmax(1))
+        self._collect_grid(raw, y, probs.argmax(1))
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -137,6 +138,7 @@ class FinetuneTask(TaskModule):
             k: v for k, v in results.items() if k in ("confusion", "roc", "acc_per_class", "auroc")
         }
         self._test_curves["roc_auc"] = self._per_class_auc(results)
+        self._test_grid, self._grid = self._grid_batch(), None
         writer = self.tensorboard
         if writer is not None:
             writer.add_figure(
@@ -144,6 +146,8 @@ class FinetuneTask(TaskModule):
                 confusion_figure(results["confusion"].cpu().numpy(), self.class_names),
             )
             writer.add_figure("test/roc", self._roc_figure(results))
+            if self._test_grid is not None:
+                writer.add_figure("test/predictions", self._prediction_grid(*self._test_grid))
 
     def _per_class_auc(self, results: dict[str, Any]) -> list[float]:
         fpr, tpr, _ = results["roc"]
@@ -156,8 +160,8 @@ class FinetuneTask(TaskModule):
         return roc_figure(fpr, tpr, self.class_names, self._per_class_auc(results))
 
     def _collect_grid(self, raw: torch.Tensor, y: torch.Tensor, preds: torch.Tensor) -> None:
-        """Keep up to ceil(GRID_SIZE / classes) validation images per class (validation is sorted by
-        class, so the first images would all be of one class)."""
+        """Keep up to ceil(GRID_SIZE / classes) validation (or test) images per class (the splits are
+        sorted by class, so the first images would all be of one class)."""
         if self._grid is None:
             self._grid = {}
         quota = -(-GRID_SIZE // max(len(self.class_names), 1))
@@ -186,7 +190,7 @@ class FinetuneTask(TaskModule):
         return labelled_grid(images.numpy().astype(np.uint8), titles, colors)
 
     def write_report(self, out_dir: Path) -> None:
-        """confusion_matrix.png and roc.png of the last test epoch."""
+        """confusion_matrix.png, roc.png and predictions.png (a grid of test images) of the last test epoch."""
         if not self._test_curves:
             return
         save_figure(
@@ -194,6 +198,16 @@ class FinetuneTask(TaskModule):
             out_dir / "confusion_matrix.png",
         )
         save_figure(self._roc_figure(self._test_curves), out_dir / "roc.png")
+        if self._test_grid is not None:
+            save_figure(self._prediction_grid(*self._test_grid), out_dir / "predictions.png")
+
+    def report_tables(self) -> dict[str, Any]:
+        """Class names, the test confusion matrix and each class's one-vs-rest ROC-AUC."""
+        out: dict[str, Any] = {"class_names": self.class_names}
+        if self._test_curves:
+            out["confusion"] = self._test_curves["confusion"].cpu().long().tolist()
+            out["roc_auc"] = [float(a) for a in self._test_curves["roc_auc"]]
+        return out
 
     def format_report(self) -> str:
         r = self.test_results

@@ -458,6 +458,14 @@ class PoseTask(TaskModule):
                     crop_figure(self._test_samples["crops"]), out_dir / f"refiner_crops_stage{self.stage}.png"
                 )
 
+    def report_tables(self) -> dict[str, Any]:
+        """Limb groups and joints in table order, and the PDJ curve (mean over joints) after each stage."""
+        curves = [
+            {"stage": k, "fractions": frac.tolist(), "pdj": np.nanmean(rates, axis=1).tolist()}
+            for k, (frac, rates) in enumerate(self._test_curves, start=1)
+        ]
+        return {"limb_groups": list(LIMB_GROUPS), "joints": list(JOINT_NAMES), "pdj_curves": curves}
+
     def format_report(self) -> str:
         """PCP per limb group and PDJ per joint after each stage, side by side."""
         r = self.test_results

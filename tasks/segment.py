@@ -316,6 +316,17 @@ class SegmentTask(TaskModule):
         if self._samples:
             save_figure(self._overlay_figure(), out_dir / "overlays.png")
 
+    def report_tables(self) -> dict[str, Any]:
+        """Class names and the test confusion matrix of pixel counts (with compare_ckpt, also its own)."""
+        out: dict[str, Any] = {"class_names": self.class_names}
+        for key, scores in self._test_scores.items():
+            out["confusion" if key == "main" else f"{key}_confusion"] = (
+                scores["confusion_matrix"].cpu().long().tolist()
+            )
+        if "compare" in self._test_scores:
+            out["checkpoints"] = list(getattr(self, "_ckpt_names", ("ckpt_path", "compare_ckpt")))
+        return out
+
     def format_report(self) -> str:
         """The reference's `class #k (name): value` + `mean_iou` lines; with compare_ckpt, both models
         side by side per class. Classes absent from the split's ground truth and predictions print n/a."""

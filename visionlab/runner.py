@@ -22,6 +22,7 @@ from visionlab.errors import ConfigError, DataError
 from visionlab.keys import check_keys
 from visionlab.optim import check_optimizer, check_scheduler
 from visionlab.registry import task_classes
+from visionlab.report import write_run_report
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def train(cfg: DictConfig) -> float | None:
         write_json(run_dir / "metrics.json", metrics)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         report_end_of_run(cfg, run_dir, metrics, best, type(module).summary_metrics)
+        write_run_report(cfg, run_dir, module, "train")
     value = metrics.get(cfg.get("optimized_metric") or "")
     return value if value is None or math.isfinite(value) else None
 
@@ -145,6 +147,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     print(f"\n{cfg.task_name}: {ckpt} on the {cfg.get('split', 'test')} split\n")
     print(module.format_report())
     print(f"\nwritten: {run_dir}/metrics.json")
+    write_run_report(cfg, run_dir, module, "evaluate")
     return results
 
 

@@ -61,6 +61,9 @@ class SweepSummary(Callback):
         log.info(
             "sweep summary: %s (%d jobs, %d not completed)", sweep_dir / "summary.csv", len(rows), failed
         )
+        from visionlab.report import write_sweep_report
+
+        write_sweep_report(sweep_dir)
 
 
 def read_error(job_dir: Path) -> str:
