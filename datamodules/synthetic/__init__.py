@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from datamodules.synthetic.progress import generating
 from visionlab.errors import ConfigError, DataError
 
 MARKER = ".visionlab_complete.json"
@@ -49,7 +50,8 @@ def ensure_generated(root: Path, generate: Callable[..., None], **params: Any) -
             )
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
         try:
-            generate(tmp, **params)
+            with generating(root.name, root):
+                generate(tmp, **params)
             (tmp / MARKER).write_text(json.dumps(_jsonable(params), indent=1))
             if root.exists():
                 root.rmdir()

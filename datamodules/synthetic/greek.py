@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from datamodules.synthetic.progress import advance, announce
+
 Points = list[tuple[float, float]]
 SUPERSAMPLE = 4
 #: the share of the image the course transform keeps (a 28 px crop at scale 36/128: 99.6 of 133 px)
@@ -155,6 +157,7 @@ def generate_greek(
     """Write `root/train/<class>/<class>_NNN.png` (TRAIN_HAND) and `root/test/<class>/<class>_test_NNN.png`
     (TEST_HAND), numbered from 001. `classes` are names of LETTERS."""
     check_params(classes, per_class_train, per_class_test, size)
+    announce(len(classes) * (per_class_train + per_class_test))
     for split, hand, count in (("train", TRAIN_HAND, per_class_train), ("test", TEST_HAND, per_class_test)):
         suffix = "" if split == "train" else "_test"
         for name in classes:
@@ -163,6 +166,7 @@ def generate_greek(
             for i in range(count):
                 image = draw_letter(name, hand, size, seed, i)
                 Image.fromarray(image, "L").save(folder / f"{name}{suffix}_{i + 1:03d}.png")
+                advance()
 
 
 def check_params(classes: object, per_class_train: object, per_class_test: object, size: object) -> None:

@@ -25,6 +25,7 @@ import scipy.io
 from PIL import Image, ImageDraw, ImageFilter
 
 from datamodules.synthetic import LEVELS
+from datamodules.synthetic.progress import tracked
 
 SUPERSAMPLE = 2  # draw at 2x and box-downsample: cheap antialiasing
 PARTS = ("torso", "head", "r_uarm", "r_larm", "l_uarm", "l_larm", "r_thigh", "r_shin", "l_thigh", "l_shin")
@@ -48,10 +49,10 @@ def generate_lsp(root: Path, num_images: int = 2000, seed: int = 0, level: str =
     jobs = [(root, seed, i, level) for i in range(num_images)]
     workers = min(len(os.sched_getaffinity(0)), 8)
     if num_images < 64 or workers < 2:
-        results = [_render_and_save(job) for job in jobs]
+        results = list(tracked(map(_render_and_save, jobs), num_images))
     else:
         with multiprocessing.Pool(workers) as pool:
-            results = pool.map(_render_and_save, jobs, chunksize=32)
+            results = list(tracked(pool.imap(_render_and_save, jobs, chunksize=32), num_images))
     joints = np.zeros((3, 14, num_images), dtype=np.float64)
     for i, (xy, visible) in enumerate(results):
         joints[:2, :, i] = xy.T

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from datamodules.idx import MNIST_FILES, write_idx
+from datamodules.synthetic.progress import tracked
 
 Stroke = np.ndarray  # (K, 2) points (x, y) in a unit box, y down
 SUPERSAMPLE = 4  # drawn at 4x and box-downsampled: anti-aliasing
@@ -268,9 +269,9 @@ def generate_mnist(
         jobs += [(labels[i * CHUNK : (i + 1) * CHUNK], s) for i, s in enumerate(chunk_seqs)]
     if workers > 1 and len(jobs) > 1:
         with Pool(min(workers, len(jobs))) as pool:
-            chunks = pool.map(_draw_chunk, jobs)
+            chunks = list(tracked(pool.imap(_draw_chunk, jobs), num_train + num_test, size=len))
     else:
-        chunks = [_draw_chunk(job) for job in jobs]
+        chunks = list(tracked(map(_draw_chunk, jobs), num_train + num_test, size=len))
     n_train_chunks = -(-num_train // CHUNK)
     images = {"train": chunks[:n_train_chunks], "test": chunks[n_train_chunks:]}
     for split in splits:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from datamodules.synthetic.progress import tracked
+
 DEFECT_TYPES = ("crack", "cut", "hole", "print")
 
 
@@ -57,11 +59,12 @@ def generate_mvtec(
             stream = (0 if split == "train" else 1 + (["good", *DEFECT_TYPES].index(kind))) * 100_000 + i
             jobs.append((image_path, mask_path, kind, size, _child_seed(seed, stream)))
     if len(jobs) < 64:
-        for job in jobs:
-            _write_one(job)
+        for _ in tracked(map(_write_one, jobs), len(jobs)):
+            pass
     else:
         with Pool(2) as pool:
-            pool.map(_write_one, jobs, chunksize=16)
+            for _ in tracked(pool.imap_unordered(_write_one, jobs, chunksize=16), len(jobs)):
+                pass
 
 
 def draw_hazelnut(rng: np.random.Generator, size: int, defect: str = "good") -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from datamodules.synthetic import LEVELS
+from datamodules.synthetic.progress import advance, announce
 from visionlab.errors import ConfigError
 
 CLASS_NAMES = [
@@ -195,6 +196,7 @@ def generate_shapes(
     if level not in LEVELS:
         raise ValueError(f"data.synthetic.level={level!r}; expected one of {LEVELS}")
     per_class = per_class or {"train": 80, "val": 20, "test": 20}
+    announce(sum(int(n) for n in per_class.values()) * (len(CLASS_NAMES) if classes is None else len(classes)))
     for split_index, (split, count) in enumerate(per_class.items()):
         for class_index, name in enumerate(CLASS_NAMES):
             if classes is not None and name not in classes:
@@ -204,3 +206,4 @@ def generate_shapes(
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(int(count)):
                 Image.fromarray(draw_shape(name, image_size, rng, level)).save(folder / f"{i:04d}.png")
+                advance()

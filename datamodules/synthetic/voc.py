@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from datamodules.synthetic import LEVELS
+from datamodules.synthetic.progress import tracked
 from datamodules.voc_format import VOC_PALETTE, VOID
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -170,7 +171,7 @@ def generate_voc(
     root = Path(root)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for index in range(num_images):  # about 8 ms per 160 px image on one core: no process pool needed
+    for index in tracked(range(num_images), num_images):  # about 8 ms per 160 px image on one core: no process pool needed
         image, labels = draw_scene(np.random.default_rng([seed, index]), size, level)
         Image.fromarray(image).save(root / "JPEGImages" / f"{_id(index)}.jpg", quality=90)
         mask = Image.fromarray(labels, "P")
