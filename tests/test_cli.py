@@ -4,6 +4,7 @@ left behind."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,52 @@ def test_unfinished_generations_of_killed_runs_are_cleaned(tmp_path: Path) -> No
         ensure_generated(tmp_path / "lsp_easy_abc", lambda root: (root / "0001.png").write_bytes(b"y"))
     assert not (tmp_path / ".lsp_easy_abc.k2j4_x9q").exists()
     assert (tmp_path / ".voc_easy_def.k2j4_x9q").is_dir() and (tmp_path / "lsp_easy_abc" / "0001.png").is_file()
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
+def test_help_lists_every_task_group_and_key_without_composing(script: str, tmp_path: Path) -> None:
+    """`--help` answers from the config files: exit 0, every task and config group, no run folder, and
+    neither torch nor Lightning imported (it takes about a second, not Hydra's composition)."""
+    probe = (
+        "import runpy, sys; sys.argv = [sys.argv[1], '--help']; runpy.run_path(sys.argv[0], run_name='__main__'); "
+        "sys.stderr.write(' '.join(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
+    env = {**os.environ, "VISIONLAB_OUTPUT_DIR": str(tmp_path / "out"), "VISIONLAB_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", probe, script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-2000:]
+    page = result.stdout
+    assert page.startswith(f"usage: python {script} task=<task>")
+    for task in sorted(p.stem for p in (ROOT / "conf" / "task").glob("*.yaml")):
+        assert f"\n  {task}  " in page, task
+    for group in ("trainer", "model", "experiment", "debug", "logger"):
+        assert f"\n  {group}: " in page, group
+    assert "  ckpt_path  " in page and "README.md" in page and "docs/" in page
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hydra_help_template_is_the_same_page() -> None:
+    """Hydra's own `--help` path (conf/hydra/default.yaml's help.template) prints the same page."""
+    probe = (
+        "import runpy, sys; import visionlab.cli as c; c.main = lambda f: f(); "
+        "sys.argv = ['train.py', '--help']; runpy.run_path('train.py', run_name='__main__')"
+    )
+    via_hydra = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    direct = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert via_hydra.returncode == 0 and direct.returncode == 0, via_hydra.stderr[-2000:]
+    assert via_hydra.stdout.rstrip("\n") == direct.stdout.rstrip("\n")
+
+
+def test_help_examples_compose() -> None:
+    """Each example command of the help page is a valid command line for the configs."""
+    from tests.conftest import compose_config
+    from visionlab.help import EXAMPLES
+
+    for entry, examples in EXAMPLES.items():
+        for command, _ in examples:
+            args = [a for a in command.split()[2:] if a not in ("-m", "--cfg", "job")]
+            args = [a.replace("<file.ckpt>", "x.ckpt").replace("<run>", "run") for a in args]
+            args = [a.split(",")[0] for a in args]  # a sweep's first value
+            cfg = compose_config(entry, args)
+            assert cfg.task_name == args[0].removeprefix("task="), command

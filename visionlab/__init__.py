@@ -34,6 +34,13 @@ def _unique_dir(path: str) -> str:
     return _claimed[path]
 
 
-for _name, _fn in (("mkdir", _mkdir), ("unique_dir", _unique_dir)):
+def _help(entry: str = "train") -> str:
+    """`${visionlab_help:<entry>}`: the `--help` page (Hydra's help template), `$` escaped for it."""
+    from visionlab.help import help_text
+
+    return help_text(entry).replace("$", "$$")
+
+
+for _name, _fn in (("mkdir", _mkdir), ("unique_dir", _unique_dir), ("visionlab_help", _help)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

@@ -42,7 +42,13 @@ resumed_into: Path | None = None
 def main(hydra_main: Callable[[], Any]) -> None:
     """Run a `@hydra.main` function. Hydra's composition errors (unknown config option or key, an
     override it cannot parse, a required value not given) print one `error:` line on stderr and exit 2,
-    like the project's own checks. `HYDRA_FULL_ERROR=1` keeps Hydra's full report."""
+    like the project's own checks. `HYDRA_FULL_ERROR=1` keeps Hydra's full report. `--help` is
+    answered from the config files at once, before Hydra composes anything."""
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        from visionlab.help import help_text
+
+        print(help_text(Path(sys.argv[0]).stem), end="")
+        return
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_OWN_FULL_ERROR):
         hydra_main()
         return
