@@ -9,7 +9,7 @@ from typing import Any
 
 from visionlab.errors import ConfigError
 from visionlab.report.collect import Run
-from visionlab.report.doc import Cell, Details, Figure, Link, Report, Table, signed
+from visionlab.report.doc import Cell, Details, Figure, Link, Report, Table, Text, signed
 from visionlab.report.plots import Lines, curves_png
 from visionlab.report.run_report import HTML, duration
 from visionlab.report.settings import PLACE, flatten, show
@@ -96,7 +96,9 @@ def build_comparison(runs: list[Run], out_dir: Path) -> Report:
     differing = differing_settings(runs)
     report.section(
         "Settings that differ between the runs",
-        Table(["setting", *labels], [[k, *(show(v) for v in values)] for k, values in differing.items()]),
+        Table(["setting", *labels], [[k, *(show(v) for v in values)] for k, values in differing.items()])
+        if differing
+        else Text("none: the runs have the same resolved settings"),
     )
     metric_columns = ["metric", labels[0]]
     for label in labels[1:]:

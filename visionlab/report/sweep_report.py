@@ -50,6 +50,8 @@ def build_sweep_report(sweep_dir: Path, out_dir: Path) -> Report:
     best = pick(done, key=lambda r: float(r["metrics"][metric])) if done else None
     failed = [r for r in jobs.values() if r["status"] != "completed"]
     params = sorted({p for r in jobs.values() for p in r["params"]})
+    swept = [p for p in params if len({r["params"].get(p) for r in jobs.values()}) > 1]
+    fixed = [f"{p}={next(iter(jobs.values()))['params'].get(p)}" for p in params if p not in swept]
     report = Report(
         title=f"{task}: sweep of {len(jobs)} jobs",
         subtitle=str(sweep_dir),
@@ -62,23 +64,29 @@ def build_sweep_report(sweep_dir: Path, out_dir: Path) -> Report:
     )
     if metric:
         report.facts.append((f"best {metric} ({mode})", best["metrics"][metric] if best else "n/a"))
-    report.section("Swept parameters", Table(["parameter", "values"], _param_values(jobs, params)))
+    report.section(
+        "Swept parameters",
+        Table(["parameter", "values"], _param_values(jobs, swept)),
+        Text("the same in every job: " + " ".join(fixed)) if fixed else None,
+    )
     if best is not None:
         link = _job_link(sweep_dir, str(best["job"]), out_dir)
         rows_best: list[list[Cell]] = [["job", link], [metric or "", best["metrics"][metric]]]
-        rows_best += [[p, best["params"].get(p, "")] for p in params]
+        rows_best += [[p, best["params"].get(p, "")] for p in swept]
         if best.get("wall_s") is not None:
             rows_best.append(["wall time", duration(float(best["wall_s"]))])
         report.section("Best job", Table(["", ""], rows_best))
     else:
         report.section("Best job", Text(f"no completed job has {metric or 'an optimized_metric'}"))
-    order = _column_order(columns, params, metric)
+    order = _column_order(
+        [c for c in columns if c not in fixed_keys(params, swept) and c != "error"], swept, metric
+    )
     table_rows: list[list[Cell]] = []
     classes: list[str] = []
     for row in rows:
         job = row.get("job", "")
         cells: list[Cell] = [_job_link(sweep_dir, job, out_dir)]
-        cells += [_number_or_text(row.get(c, ""), c in params) for c in order[1:]]
+        cells += [_number_or_text(row.get(c, ""), c in swept) for c in order[1:]]
         table_rows.append(cells)
         status = row.get("status")
         classes.append(
@@ -91,8 +99,14 @@ def build_sweep_report(sweep_dir: Path, out_dir: Path) -> Report:
             else ""
         )
     report.section(
-        "Summary (summary.csv; click a column to sort)",
-        Table(order, table_rows, sortable=True, row_classes=classes),
+        "Summary",
+        Table(
+            order,
+            table_rows,
+            caption="summary.csv, one row per job: click a column header to sort; errors are under Failed jobs",
+            sortable=True,
+            row_classes=classes,
+        ),
     )
     plots = [
         Figure(f"{metric} against {p.name[5:-4]}", p.read_bytes())
@@ -101,14 +115,19 @@ def build_sweep_report(sweep_dir: Path, out_dir: Path) -> Report:
     report.section(
         "Per-parameter plots", *plots or [Text("no plots (no swept parameter, or no completed job)")]
     )
-    failed_rows = [[_job_link(sweep_dir, str(r["job"]), out_dir), r["status"], " ".join(f"{k}={v}" for k, v in r["params"].items()), r["error"]] for r in failed]  # fmt: skip
+    failed_rows = [[_job_link(sweep_dir, str(r["job"]), out_dir), r["status"], " ".join(f"{k}={r['params'][k]}" for k in swept if k in r["params"]), r["error"]] for r in failed]  # fmt: skip
     report.section(
         "Failed jobs",
-        Table(["job", "status", "overrides", "error"], failed_rows)
+        Table(["job", "status", "swept values", "error"], failed_rows)
         if failed_rows
         else Text("none: every job completed"),
     )
     return report
+
+
+def fixed_keys(params: list[str], swept: list[str]) -> set[str]:
+    """The overrides every job shares (columns of summary.csv that say nothing about one job)."""
+    return set(params) - set(swept)
 
 
 def _param_values(jobs: dict[str, dict[str, Any]], params: list[str]) -> list[list[Cell]]:
