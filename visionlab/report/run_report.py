@@ -19,7 +19,7 @@ def build_run_report(run: Run) -> Report:
     """The page of `run`."""
     report = Report(
         title=f"{run.task}: {'training' if run.kind == 'train' else 'evaluation'} run {run.name}",
-        subtitle=str(run.folder),
+        subtitle=shown_path(run.folder),
         facts=facts(run),
     )
     report.section("Command", Text(run.command, code=True), trained_from(run))
@@ -33,6 +33,14 @@ def build_run_report(run: Run) -> Report:
     )
     report.section("Time and machine", machine_table(run))
     return report
+
+
+def shown_path(folder: Path) -> str:
+    """`folder` relative to the current directory when it is below it (outputs/<task>/<run>), else absolute."""
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
 
 
 def facts(run: Run) -> list[tuple[str, Cell]]:

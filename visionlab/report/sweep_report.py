@@ -10,7 +10,7 @@ from typing import Any
 
 from visionlab.report.collect import load_yaml
 from visionlab.report.doc import Cell, Figure, Link, Report, Table, Text
-from visionlab.report.run_report import HTML, duration
+from visionlab.report.run_report import HTML, duration, shown_path
 from visionlab.sweep import _optimized_metric, collect_jobs, write_summary
 
 
@@ -54,7 +54,7 @@ def build_sweep_report(sweep_dir: Path, out_dir: Path) -> Report:
     fixed = [f"{p}={next(iter(jobs.values()))['params'].get(p)}" for p in params if p not in swept]
     report = Report(
         title=f"{task}: sweep of {len(jobs)} jobs",
-        subtitle=str(sweep_dir),
+        subtitle=shown_path(sweep_dir),
         facts=[
             ("task", task),
             ("jobs", len(jobs)),

@@ -61,7 +61,7 @@ def symbol_sections(run: Run, p: str, symbols: dict[str, Any]) -> list[Section]:
     ssd_section = Section("SSD table")
     if ssd.get("rows"):
         ssd_rows = [
-            [r["image"], r["class"], *(r["ssd"].get(c) for c in refs), r["loo_1nn"], r["loo_knn"]]
+            [r["image"], r["class"], *(_ssd(r["ssd"].get(c)) for c in refs), r["loo_1nn"], r["loo_knn"]]
             for r in ssd["rows"]
         ]
         ssd_section.add(
@@ -80,7 +80,7 @@ def symbol_sections(run: Run, p: str, symbols: dict[str, Any]) -> list[Section]:
                 r["class"],
                 r["nearest_image"],
                 r["nearest_class"],
-                r["nearest_ssd"],
+                _ssd(r["nearest_ssd"]),
                 r["1nn"],
                 r["knn"],
             ]
@@ -91,3 +91,8 @@ def symbol_sections(run: Run, p: str, symbols: dict[str, Any]) -> list[Section]:
         )
         section.add(Details(f"the {len(new)} new symbols and their nearest train symbol", [table]))
     return [section, ssd_section] if ssd_section.blocks else [section]
+
+
+def _ssd(value: float | None) -> str:
+    """An SSD with two decimals (they span 0 to a few hundred: one format keeps the column aligned)."""
+    return "" if value is None else f"{value:.2f}"

@@ -21,7 +21,11 @@ def build(run: Run) -> list[Section]:
         b = run.metrics.get(other)
         return [label, a, b, b - a if a is not None and b is not None else None]
 
-    rows = [row(f"#{k} {name}", f"{p}/iou/{name}", f"compare/iou/{name}") for k, name in enumerate(names)]
+    indexed = bool(run.tables.get("class_names"))  # else the names come from metric keys, in their order
+    rows = [
+        row(f"#{k} {name}" if indexed else name, f"{p}/iou/{name}", f"compare/iou/{name}")
+        for k, name in enumerate(names)
+    ]
     rows += [
         row("mean IoU", f"{p}/miou", "compare/miou"),
         row("pixel accuracy", f"{p}/pixel_acc", "compare/pixel_acc"),
