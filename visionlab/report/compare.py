@@ -44,14 +44,16 @@ def _names_run(value: Any, run: Run) -> bool:
 
 def run_labels(runs: list[Run]) -> list[str]:
     """A column name per run: the command-line overrides not shared by every run (`model=alexnet`);
-    where those do not tell the runs apart, the settings that differ; a run with nothing of its own is
-    named by its folder, and so is every label that would still be shared."""
+    where those do not name every run apart, the settings that differ (`optimizer.lr=0.02`); a run
+    with nothing of its own is named by its folder, and so is every label that would still be shared."""
     common = set.intersection(*(set(run.overrides) for run in runs))
     labels = [" ".join(o for o in run.overrides if o not in common) for run in runs]
-    if len(set(labels)) < len(labels):
+    if len(set(labels)) < len(labels) or not all(labels):
         differing = differing_settings(runs)
         keys = list(differing)[:3]
-        labels = [" ".join(f"{k}={show(differing[k][i])}" for k in keys) for i in range(len(runs))]
+        by_settings = [" ".join(f"{k}={show(differing[k][i])}" for k in keys) for i in range(len(runs))]
+        if (all(by_settings) and len(set(by_settings)) == len(runs)) or len(set(labels)) < len(labels):
+            labels = by_settings
     labels = [label or run.name for label, run in zip(labels, runs, strict=True)]
     if len(set(labels)) < len(labels):
         labels = [
