@@ -16,7 +16,7 @@ Lines = list[tuple[str, list[tuple[int, float]]]]
 def png(fig: Figure, dpi: int = 90) -> bytes:
     """`fig` as PNG bytes, closed afterwards."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     return buffer.getvalue()
 

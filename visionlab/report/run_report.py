@@ -10,6 +10,7 @@ from visionlab.report.collect import Run
 from visionlab.report.doc import Cell, Details, Figure, Link, Report, Section, Table, Text
 from visionlab.report.plots import Lines, curves_png
 from visionlab.report.sections import task_sections
+from visionlab.report.sections.common import split_prefix
 from visionlab.report.settings import changed_settings, task_defaults
 
 HTML, MARKDOWN = "report.html", "report.md"
@@ -23,7 +24,7 @@ def build_run_report(run: Run) -> Report:
         facts=facts(run),
     )
     report.section("Command", Text(run.command, code=True), trained_from(run))
-    report.section("Results", headline_table(run))
+    report.section("Results", headline_table(run), split_note(run))
     report.section("Settings that differ from the task's defaults", *settings_blocks(run))
     if run.kind == "train":
         report.sections.append(curves_section(run))
@@ -71,6 +72,13 @@ def headline_table(run: Run) -> Table | Text:
     if not keys:
         return Text("no test metrics were recorded (run_test=false or the run stopped early)")
     return Table(["metric", "value"], [[k, run.metrics[k]] for k in keys])
+
+
+def split_note(run: Run) -> Text | None:
+    """Say so when the task's tables are of validation (run_test=false, or evaluate.py split=val)."""
+    if split_prefix(run) == "test":
+        return None
+    return Text("no test split was evaluated: the task's tables below are of the last validation epoch")
 
 
 def settings_blocks(run: Run) -> list[Table | Text]:
