@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from tests.conftest import TINY_FINETUNE, compose_config
 from visionlab.report import write_run_report
 from visionlab.report.__main__ import main as report_main
-from visionlab.runner import train
+from visionlab.runner import evaluate, train
 
 SHORT = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 
@@ -188,3 +188,21 @@ def test_a_failing_report_is_one_warning_and_leaves_the_run_alone(tmp_path: Path
     assert len(warnings) == 1 and "report not written (RuntimeError: no tables)" in warnings[0].getMessage()
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"test/acc": 0.5}
     assert not (tmp_path / "report.html").exists()
+
+
+def test_an_evaluation_reports_its_checkpoint_and_links_the_training_run(
+    outputs: Path, data_dir: Path
+) -> None:
+    ckpt = outputs / "a" / "checkpoints" / "best.ckpt"
+    base = [o for o in TINY_FINETUNE if "max_epochs" not in o]
+    evaluate(
+        compose_config(
+            "evaluate",
+            [*base, f"ckpt_path={ckpt}", f"paths.data_dir={data_dir}", f"paths.run_dir={outputs / 'eval'}"],
+        )
+    )
+    page = check_page(outputs / "eval" / "report.html")
+    assert "../a/report.html" in page.links
+    assert len(page.images) >= 3  # ROC, confusion matrix, the test predictions (the PNGs evaluate wrote)
+    md = (outputs / "eval" / "report.md").read_text()
+    assert "## Training curves" not in md and "| ckpt_path | (required) |" in md

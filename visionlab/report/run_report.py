@@ -55,16 +55,22 @@ def facts(run: Run) -> list[tuple[str, Cell]]:
     return out
 
 
-def trained_from(run: Run) -> Text | None:
-    """For an evaluation: the checkpoint and the training run it came from (linked when it has a report)."""
+def trained_from(run: Run) -> Table | None:
+    """For an evaluation: the checkpoint, the split, and the training run (linked to its report)."""
     ckpt = run.config.get("ckpt_path")
     if run.kind != "evaluate" or not ckpt:
         return None
     folder = Path(str(ckpt)).expanduser().parent.parent
-    note = f"checkpoint {ckpt} on the {run.config.get('split', 'test')} split"
-    if (folder / HTML).is_file():
-        note += f"; its training run's report: {os.path.relpath(folder / HTML, run.folder)}"
-    return Text(note)
+    page = folder / HTML
+    trained: Cell = (
+        Link(shown_path(folder), os.path.relpath(page, run.folder)) if page.is_file() else shown_path(folder)
+    )
+    rows: list[list[Cell]] = [
+        ["checkpoint", str(ckpt)],
+        ["split", str(run.config.get("split", "test"))],
+        ["training run", trained],
+    ]
+    return Table(["", ""], rows)
 
 
 def headline_table(run: Run) -> Table | Text:
