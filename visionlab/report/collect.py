@@ -92,7 +92,9 @@ class Run:
             return str(self.info["command"])
         if self.hydra:
             return " ".join(["python", f"{self.kind}.py", *self.overrides])
-        return f"{self.kind}(cfg) called from Python"
+        if self.info:
+            return f"{self.kind}(cfg) called from Python (no command line)"
+        return "not recorded (the folder has neither tables.json nor .hydra/)"
 
     @property
     def tables(self) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def headline_table(run: Run) -> Table | Text:
 
 def split_note(run: Run) -> Text | None:
     """Say so when the task's tables are of validation (run_test=false, or evaluate.py split=val)."""
-    if split_prefix(run) == "test":
+    if split_prefix(run) == "test" or not run.metrics:
         return None
     return Text("no test split was evaluated: the task's tables below are of the last validation epoch")
 
