@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -76,3 +77,5 @@ def assert_curves_only(acc: Any) -> None:
     tags = acc.Tags()["scalars"]
     one_point = [t for t in tags if len(acc.Scalars(t)) < 2]
     assert not one_point and not any(t.startswith(("test/", "final/")) for t in tags), one_point
+    with contextlib.suppress(KeyError):  # KeyError: no hparams summary at all, as it should be
+        assert not acc.PluginTagToContent("hparams"), "the curves' run is no HPARAMS session"

@@ -438,10 +438,11 @@ def log_final_hparams(
 
 
 def hparams_metrics(cfg: DictConfig, metrics: dict[str, float], headline: tuple[str, ...]) -> dict[str, float]:
-    """The metrics HPARAMS compares runs on: the task's headline test metrics, the monitored metric (its
-    final value, its best value, its test value); per-class and per-type values stay in metrics.json."""
+    """The metrics HPARAMS compares runs on: the task's headline test metrics (of the best checkpoint)
+    and the monitored metric (its final value, which sweepers optimise, and its test value). Each is a
+    scalar TensorBoard also shows in SCALARS, so best/* and per-class values stay in metrics.json."""
     monitor = str(cfg.get("monitor", {}).get("metric", ""))
-    keep = (*headline, monitor, f"best/{monitor}", monitor.replace("val/", "test/", 1))
+    keep = (*headline, monitor, monitor.replace("val/", "test/", 1))
     return {k: metrics[k] for k in dict.fromkeys(keep) if k in metrics and math.isfinite(metrics[k])}
 
 
