@@ -34,9 +34,10 @@ def logdir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     return outputs
 
 
-def read_hparams(logdir: Path) -> tuple[set[str], set[str], dict[str, dict[str, float]]]:
+def read_hparams(logdir: Path, configs: dict[str, dict] | None = None) -> tuple[set[str], set[str], dict[str, dict[str, float]]]:
     """What the HPARAMS tab gets: its hparam columns, its metric columns, and each session's metric
-    values by session name (the run), through the plugin's own request handlers."""
+    values by session name (the run), through the plugin's own request handlers; `configs`, when
+    given, receives each session's hparam values."""
     from tensorboard import context
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
     from tensorboard.plugins import base_plugin
@@ -64,6 +65,12 @@ def read_hparams(logdir: Path) -> tuple[set[str], set[str], dict[str, dict[str, 
         for group in groups
         for session in group.sessions
     }
+    if configs is not None:
+        from google.protobuf.json_format import MessageToDict
+
+        for group in groups:
+            for session in group.sessions:
+                configs[session.name] = {k: MessageToDict(v) for k, v in group.hparams.items()}
     return {h.name for h in experiment.hparam_infos}, {n.tag for n in metric_names}, values
 
 
@@ -83,6 +90,21 @@ def test_hparams_sessions_of_two_tasks_keep_their_own_columns(tmp_path: Path) ->
     for task in ("finetune", "embed"):
         expected = {k: v for k, v in FINAL[task].items() if k in summary}
         assert sessions[f"{task}/run/tensorboard/hparams"] == pytest.approx(expected)
+
+
+def test_a_resumed_run_has_one_hparams_row_with_its_latest_config(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    run = tmp_path / "finetune" / "run"
+    for epochs, acc in ((2, 0.4), (5, 0.7)):  # the first part, then its resume in the same folder
+        cfg = compose_config("train", ["task=finetune", f"paths.run_dir={run}", f"trainer.max_epochs={epochs}"])
+        logger = TensorBoardLogger(save_dir=str(run), name="tensorboard", version="")
+        log_final_hparams([logger], cfg, {**FINAL["finetune"], "test/acc": acc}, HEADLINE["finetune"], step=epochs)
+    configs: dict[str, dict] = {}
+    _, _, sessions = read_hparams(tmp_path, configs)
+    assert sessions["finetune/run/tensorboard/hparams"]["test/acc"] == pytest.approx(0.7)
+    assert configs["finetune/run/tensorboard/hparams"]["trainer/max_epochs"] == 5
+    assert len(list((run / "tensorboard" / "hparams").glob("events.out.tfevents.*"))) == 1
 
 
 @pytest.mark.slow

@@ -450,10 +450,13 @@ def write_hparams_session(folder: Path, params: dict[str, Any], metrics: dict[st
     """One HPARAMS session in `folder`: the hparams, each metric as a scalar at `step`, the end mark.
     No experiment summary: TensorBoard takes a logdir's columns from the first one it finds (one task's
     columns for every run in a shared logdir); without one it gathers the hparams of every session and,
-    as metrics, the scalars in the session folders, which hold nothing but these summary values."""
+    as metrics, the scalars in the session folders, which hold nothing but these summary values. A
+    resumed run replaces the session its earlier part wrote (TensorBoard would show that one's config)."""
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
+    for earlier in folder.glob("events.out.tfevents.*"):
+        earlier.unlink()
     _, start, end = hparams(params, metrics)
     writer = SummaryWriter(str(folder))
     try:
