@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from visionlab.report.collect import Run
-from visionlab.report.doc import Cell, Section, Table
+from visionlab.report.doc import Cell, Details, Section, Table
 from visionlab.report.sections.common import figure, split_prefix
 
 STANDARD = (
@@ -72,12 +72,15 @@ def build(run: Run) -> list[Section]:
         Section("Image and pixel AUROC, AU-PRO").add(standard),
         Section("Thresholds").add(thresholds_table(run, p), at),
     ]
+    shown = [
+        f
+        for name in [*(t for t in ref or types if t != "good"), "good"]
+        if (f := figure(run, f"examples: {name}", f"examples_{name}.png", f"test/examples/{name}"))
+    ]
     examples = Section("Example predictions").add(
         figure(run, "pixel PR curves by defect type", "pixel_pr_curve.png", "test/pixel_pr_curves_by_type"),
-        *(
-            figure(run, f"examples: {name}", f"examples_{name}.png", f"test/examples/{name}")
-            for name in ref or types
-        ),
+        *shown[:2],
+        Details(f"the other {len(shown) - 2} types' examples", list(shown[2:])) if len(shown) > 2 else None,
     )
     return [*sections, examples]
 
