@@ -41,6 +41,7 @@ def confusion_figure(
                     va="center",
                     fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black",
+                    in_layout=False,  # inside the axes: tight_layout need not measure 144 texts
                 )
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
