@@ -3,6 +3,7 @@ give), TensorBoard served on 127.0.0.1, and each dashboard screenshotted by head
 
     python -m benchmarks.tensorboard_screenshots [--logdir outputs] [--out tensorboard_screenshots]
                                                  [--tasks pose,embed] [--dashboards scalars,hparams]
+                                                 [--size 1600x2400]
 
 Needs Chromium (Debian: `apt-get install chromium`). Writes <out>/<dashboard>.png and prints each path.
 """
@@ -23,7 +24,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DASHBOARDS = ("timeseries", "scalars", "images", "pr_curves", "hparams", "projector")
+#: screenshot name -> the page's URL fragment; TensorBoard opens the first two tag groups only, so two
+#: views filter the tags to show the train/val curves and every task's validation figures at once
+DASHBOARDS = {
+    "timeseries": "timeseries",
+    "scalars": "scalars",
+    "scalars_train_val": "scalars&tagFilter=%5E(train%7Cval)%2F",
+    "images": "images",
+    "images_val": "images&tagFilter=%5Eval%2F",
+    "pr_curves": "pr_curves",
+    "hparams": "hparams",
+    "projector": "projector",
+}
 _COMMON = [
     "data.num_workers=0",
     "trainer=cpu",
@@ -142,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--logdir", type=Path, help="an existing logdir (default: tiny runs of --tasks)")
     parser.add_argument("--out", type=Path, default=Path("tensorboard_screenshots"))
     parser.add_argument("--tasks", default=",".join(TINY), help="tasks of the tiny runs (comma-separated)")
-    parser.add_argument("--dashboards", default=",".join(DASHBOARDS))
+    parser.add_argument("--dashboards", default=",".join(DASHBOARDS), help="names of DASHBOARDS or URL fragments")
     parser.add_argument("--size", default="1600x1100", help="browser window, WIDTHxHEIGHT")
     parser.add_argument("--wait-ms", type=int, default=20000, help="page time before each screenshot")
     args = parser.parse_args(argv)
@@ -160,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             for name in args.dashboards.split(","):
                 png = args.out.resolve() / f"{name}.png"
-                screenshot(browser, f"http://127.0.0.1:{port}/#{name}", png, size, args.wait_ms)
+                page = f"http://127.0.0.1:{port}/#{DASHBOARDS.get(name, name)}"
+                screenshot(browser, page, png, size, args.wait_ms)
                 print(png, flush=True)
         finally:
             server.terminate()
