@@ -487,14 +487,28 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
-def run(tasks: Sequence[str], settings: Settings, log: Callable[[str], None] = print) -> list[TaskResult]:
-    """Measure every task in `tasks`; a task whose code does not import is skipped with a note."""
+def run(
+    tasks: Sequence[str],
+    settings: Settings,
+    log: Callable[[str], None] = print,
+    keep_going: bool = False,
+    on_result: Callable[[list[TaskResult]], None] | None = None,
+) -> list[TaskResult]:
+    """Measure every task in `tasks`; a task whose code does not import is skipped with a note, and with
+    `keep_going` so is one that fails (its error in the note). `on_result` sees the results after each task."""
     results = []
     for task in tasks:
         log(f"--- {task}")
-        results.append(measure_task(task, settings, log))
+        try:
+            results.append(measure_task(task, settings, log))
+        except Exception as err:
+            if not keep_going:
+                raise
+            results.append(TaskResult(task, skipped=f"failed: {type(err).__name__}: {err}"[:300]))
         if results[-1].skipped:
             log(f"{task} skipped: {results[-1].skipped}")
+        if on_result is not None:
+            on_result(results)
     return results
 
 
@@ -525,7 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="data.batch_size (default: the task's)")
     parser.add_argument("--trainer", choices=["gpu", "cpu"], default=Settings().trainer,
                         help="trainer config (default: gpu when CUDA is available)")  # fmt: skip
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the results as JSON here (rewritten after each task)")  # fmt: skip
+    parser.add_argument("--keep-going", action="store_true",
+                        help="a task that fails is reported as skipped with its error; the others still run")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="Hydra overrides")
     args = parser.parse_args(argv)
     try:
@@ -542,16 +559,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # validation is off, so best.ckpt cannot find its metric; last.ckpt is still written per epoch
     warnings.filterwarnings("ignore", message=re.escape("`ModelCheckpoint(monitor="))
     settings = Settings(args.steps, args.warmup, args.repeats, args.batch_size, args.trainer, args.overrides)
-    results = run(tasks, settings, log=lambda text: print(text, file=sys.stderr, flush=True))
-
     command = "python -m benchmarks.throughput " + shlex.join(argv)
+
+    def write(results: list[TaskResult]) -> None:
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report(results, settings, command), indent=2))
+
+    results = run(tasks, settings, lambda text: print(text, file=sys.stderr, flush=True), args.keep_going, write)
     doc = report(results, settings, command)
     print(f"\n{doc['device']}, torch {doc['torch']}, lightning {doc['lightning']}, {doc['date']}")
     print(f"`{command}`\n")
     print(markdown_table(results))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=2))
+        write(results)
         print(f"\nwritten: {args.out}")
     return 0
 
