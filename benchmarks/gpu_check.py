@@ -97,11 +97,14 @@ class Step:
     budget_s: int
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    #: what the step writes, removed before it runs (so an earlier run's files never pass for its own)
+    clean: list[str] = field(default_factory=list)
 
     def shell(self) -> str:
-        """The step as one shell command line (environment first)."""
+        """The step as one shell command line (its outputs removed first, environment first)."""
         env = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
-        return " ".join([*(["env", *env] if env else []), shlex.join(self.argv)])
+        command = " ".join([*(["env", *env] if env else []), shlex.join(self.argv)])
+        return f"rm -rf -- {' '.join(map(shlex.quote, self.clean))} && {command}" if self.clean else command
 
 
 # ---- the plan ---------------------------------------------------------------------------------------------
@@ -129,10 +132,10 @@ def throughput_step(
         if experiment:
             overrides.append(f"{task}:experiment={experiment}")
         overrides += [f"{task}:{o}" for o in task_overrides(task, dry_run, experiment)]
+    result = str(out / "steps" / f"{name}.json")
     argv = [sys.executable, "-m", "benchmarks.throughput", "--tasks", ",".join(tasks),
-            "--trainer", "cpu" if dry_run else "gpu", *timing, "--keep-going",
-            "--out", str(out / "steps" / f"{name}.json"), *overrides]  # fmt: skip
-    return Step(name, section, budget, argv)
+            "--trainer", "cpu" if dry_run else "gpu", *timing, "--keep-going", "--out", result, *overrides]  # fmt: skip
+    return Step(name, section, budget, argv, clean=[result])
 
 
 def train_argv(task: str, dry_run: bool, work: Path, *extra: str) -> list[str]:
@@ -146,10 +149,11 @@ def sweep_step(name: str, budget: int, work: Path, dry_run: bool, packed: bool) 
     """The embed sweep, one job after another (Hydra's basic launcher) or packed on the one device."""
     jobs = DRY_SWEEP_JOBS if dry_run else SWEEP_JOBS
     launcher = ["hydra/launcher=packed", f"hydra.launcher.n_jobs={jobs}"] if packed else []
+    folder = str(work / "sweep" / name)
     argv = train_argv("embed", dry_run, work, *(DRY_SWEEP if dry_run else SWEEP), *launcher,
-                      f"hydra.sweep.dir={work / 'sweep' / name}")  # fmt: skip
+                      f"hydra.sweep.dir={folder}")  # fmt: skip
     argv.insert(2, "-m")
-    return Step(name, "embed_sweep", budget, argv)
+    return Step(name, "embed_sweep", budget, argv, clean=[folder])
 
 
 def augment_step(out: Path, dry_run: bool) -> Step:
@@ -157,9 +161,9 @@ def augment_step(out: Path, dry_run: bool) -> Step:
     sizes = (["--size", "32", "--batch", "4", "--samples", "8", "--steps", "1", "--workers", "0",
               "--device", "cpu"] if dry_run else
              ["--batch", "128", "--samples", "1024", "--steps", "10", "--workers", "15", "--device", "cuda"])  # fmt: skip
-    argv = [sys.executable, "-m", "benchmarks.augment", "--task", "pose", *sizes, "--repeats", "1",
-            "--out", str(out / "steps" / "augment_alone.json")]  # fmt: skip
-    return Step("augment_alone", "pose_augmentation", 30, argv)
+    result = str(out / "steps" / "augment_alone.json")
+    argv = [sys.executable, "-m", "benchmarks.augment", "--task", "pose", *sizes, "--repeats", "1", "--out", result]
+    return Step("augment_alone", "pose_augmentation", 30, argv, clean=[result])
 
 
 def plan(out: Path, work: Path, dry_run: bool) -> list[Step]:
@@ -176,17 +180,16 @@ def plan(out: Path, work: Path, dry_run: bool) -> list[Step]:
                         experiments={"pose": "pose_augmented_gpu"}),
         sweep_step("sweep_sequential", 90, work, dry_run, packed=False),
         sweep_step("sweep_packed", 50, work, dry_run, packed=True),
-        throughput_step("compile", "pose_augmentation", 80, out, work, dry_run, tasks=[COMPILE_TASK],
-                        extra=["compile=true"], repeats=2),
     ]  # fmt: skip
-    steps[-1].env = compile_env
     for task in TASKS:
         epochs = 1 if dry_run else RECIPE_EPOCHS
-        argv = train_argv(task, dry_run, work, f"trainer.max_epochs={epochs}",
-                          f"hydra.run.dir={work / 'runs' / task}")  # fmt: skip
-        steps.append(Step(f"recipe_{task}", "recipes", 30, argv))
-    steps.append(augment_step(out, dry_run))
-    return steps
+        folder = str(work / "runs" / task)
+        argv = train_argv(task, dry_run, work, f"trainer.max_epochs={epochs}", f"hydra.run.dir={folder}")
+        steps.append(Step(f"recipe_{task}", "recipes", 30, argv, clean=[folder]))
+    compiled = throughput_step("compile", "pose_augmentation", 80, out, work, dry_run, tasks=[COMPILE_TASK],
+                               extra=["compile=true"], repeats=2)  # fmt: skip
+    compiled.env = compile_env
+    return [*steps, compiled, augment_step(out, dry_run)]
 
 
 # ---- the data step ----------------------------------------------------------------------------------------
@@ -337,7 +340,7 @@ def embed_sweep_section(steps: dict[str, Any], work: Path | None, dry_run: bool)
         rows.append({"run": name.removeprefix("sweep_"), "wall_s": step.get("wall_s") if ok else None,
                      "status": step.get("status", "not run"), "expected_jobs": expected, **jobs})  # fmt: skip
     speedup = _ratio(rows[0]["wall_s"], rows[1]["wall_s"])
-    return {"sweep": DRY_SWEEP if dry_run else SWEEP, "rows": rows, "speedup": speedup, "target": SWEEP_SPEEDUP_TARGET,
+    return {"sweep": DRY_SWEEP if dry_run else SWEEP, "trainer": "cpu" if dry_run else "gpu", "rows": rows, "speedup": speedup, "target": SWEEP_SPEEDUP_TARGET,
             "result": judge(speedup, SWEEP_SPEEDUP_TARGET, dry_run)}  # fmt: skip
 
 
@@ -346,13 +349,14 @@ def recipes_section(steps: dict[str, Any], work: Path | None, dry_run: bool) -> 
     rows = []
     for task in TASKS:
         step = steps.get(f"recipe_{task}", {})
-        metrics = load_json(work / "runs" / task / "metrics.json") if work else {}
+        ok = step.get("status") == "ok"  # a failed step's folder may hold an older run
+        metrics = load_json(work / "runs" / task / "metrics.json") if work is not None and ok else {}
         rows.append({
             "task": task, "status": step.get("status", "not run"), "wall_s": step.get("wall_s"),
             "train_s": metrics.get("time/train_s"), "metric": HEADLINE[task], "value": metrics.get(HEADLINE[task]),
-            "result": "dry run" if dry_run else ("ok" if metrics else "missing"),
+            "result": "dry run" if dry_run else ("measured" if metrics else "missing"),
         })  # fmt: skip
-    return {"epochs": 1 if dry_run else RECIPE_EPOCHS, "rows": rows}
+    return {"epochs": 1 if dry_run else RECIPE_EPOCHS, "trainer": "cpu" if dry_run else "gpu", "rows": rows}
 
 
 def record_step(
@@ -463,7 +467,7 @@ def sweep_md(section: dict[str, Any]) -> list[str]:
     """Sequential and packed wall times, the jobs each completed, the speedup against its target."""
     rows = [[r["run"], r["status"], f"{r.get('completed', 0)}/{r['expected_jobs']}", _num(r["wall_s"], 1),
              _num(r.get("mean_job_wall_s"), 1), "; ".join(r.get("errors") or [])] for r in section["rows"]]  # fmt: skip
-    lines = [f"`python train.py -m task=embed trainer=gpu {' '.join(section['sweep'])}`, then the same with "
+    lines = [f"`python train.py -m task=embed trainer={section['trainer']} {' '.join(section['sweep'])}`, then the same with "
              f"`hydra/launcher=packed hydra.launcher.n_jobs={section['rows'][0]['expected_jobs']}`", "",
              *table(["run", "step", "jobs completed", "wall s", "mean job wall s", "errors"], rows)]  # fmt: skip
     speedup = f"Speedup sequential / packed: {_num(section['speedup'])}x (target >= {section['target']:.0f}x)"
@@ -474,7 +478,7 @@ def recipes_md(section: dict[str, Any]) -> list[str]:
     """Wall time and headline metric of each recipe."""
     rows = [[r["task"], r["status"], _num(r["wall_s"], 1), _num(r["train_s"], 1), r["metric"],
              _num(r["value"], 3), r["result"]] for r in section["rows"]]  # fmt: skip
-    lines = [f"`python train.py task=<task> trainer=gpu trainer.max_epochs={section['epochs']}` (train, then "
+    lines = [f"`python train.py task=<task> trainer={section['trainer']} trainer.max_epochs={section['epochs']}` (train, then "
              "test the best checkpoint, then the run's report); wall s is the whole command, train s its "
              "`time/train_s`", ""]  # fmt: skip
     return lines + table(["task", "step", "wall s", "train s", "metric", "value", "result"], rows)
@@ -573,8 +577,9 @@ def gpu_name() -> str:
     return result.stdout.strip().replace("\n", "; ") or "none"
 
 
-def write_plan(out: Path, work: Path, dry_run: bool, command: str) -> list[Step]:
-    """OUT/meta.json and OUT/plan.json, and an empty steps.json; returns the steps."""
+def write_plan(out: Path, work: Path, dry_run: bool, command: str, keep_steps: bool = False) -> list[Step]:
+    """OUT/meta.json and OUT/plan.json, and an empty steps.json unless `keep_steps` (a rerun of some
+    steps keeps the others' records); returns the steps."""
     for folder in (out / "steps", out / "logs", work):
         folder.mkdir(parents=True, exist_ok=True)
     steps = plan(out, work, dry_run)
@@ -584,7 +589,8 @@ def write_plan(out: Path, work: Path, dry_run: bool, command: str) -> list[Step]
             "budget_s": DRY_TOTAL_BUDGET_S if dry_run else TOTAL_BUDGET_S}  # fmt: skip
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     (out / "plan.json").write_text(json.dumps([asdict(s) for s in steps], indent=2))
-    (out / "steps.json").write_text("{}")
+    if not keep_steps or not (out / "steps.json").exists():
+        (out / "steps.json").write_text("{}")
     return steps
 
 
@@ -596,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--command", default="bash benchmarks/gpu_check.sh", help="the command, for the report")
+    p.add_argument("--keep-steps", action="store_true", help="keep OUT/steps.json (a rerun of some steps)")
     d = sub.add_parser("data", help="generate every dataset the steps read into WORK/data")
     d.add_argument("--work", type=Path, required=True)
     d.add_argument("--dry-run", action="store_true")
@@ -608,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.action == "plan":
-        for step in write_plan(args.out, args.work, args.dry_run, args.command):
+        for step in write_plan(args.out, args.work, args.dry_run, args.command, args.keep_steps):
             budget = step.budget_s if not args.dry_run else 600
             print(f"{step.name}\t{budget}\t{step.shell()}")
         return 0

@@ -134,6 +134,7 @@ if (( ! dry_run )) && ! "$py" -c 'import sys, torch; sys.exit(not torch.cuda.is_
 fi
 args=(plan --out "$out" --work "$work" --command "bash benchmarks/gpu_check.sh ${given[*]}")
 if (( dry_run )); then args+=(--dry-run); fi
+if [[ -n $only ]]; then args+=(--keep-steps); fi  # a rerun of some steps keeps the others' records
 plan=$("$py" -m benchmarks.gpu_check "${args[@]}")
 if [[ -n ${GPU_CHECK_PLAN:-} ]]; then plan=$(cat "$GPU_CHECK_PLAN"); fi  # tests: steps of their own
 "$py" -m benchmarks.gpu_check report --out "$out"

@@ -127,6 +127,11 @@ def test_a_step_past_its_limit_or_failing_leaves_the_others_results(tmp_path: Pa
     assert "| embed | mnist_net | 1x28x28 | 64 |" in md and "stopped" not in md
     assert "| sweep_sequential | timeout |" in md
 
+    rerun = run_script("--dry-run", "--work", str(work), "--only", "recipe_pose", str(out),
+                       env={"GPU_CHECK_PLAN": str(plan)})  # fmt: skip
+    steps_after = json.loads((out / "gpu_check.json").read_text())["steps"]
+    assert rerun.returncode == 1 and set(steps_after) == set(status)  # the others' records kept
+
     no_time = run_script("--dry-run", "--work", str(work), str(tmp_path / "out2"),
                          env={"GPU_CHECK_PLAN": str(plan), "GPU_CHECK_TOTAL_S": "12"})  # fmt: skip
     skipped = json.loads((tmp_path / "out2" / "gpu_check.json").read_text())["steps"]
