@@ -109,7 +109,7 @@ if [[ -n $missing$optional && -n $wheels ]]; then
   shopt -u nullglob
   (( ${#files[@]} )) || { echo "gpu_check: no .whl files in $wheels (missing: $missing $optional)" >&2; exit 2; }
   echo "gpu_check: installing ${#files[@]} wheels from $wheels into $work/site (missing: $missing $optional)"
-  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  PIP_ROOT_USER_ACTION=ignore "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$work/site" "${files[@]}"
   export PYTHONPATH="$work/site:$repo${PYTHONPATH:+:$PYTHONPATH}"
   missing=$(missing_packages required)
@@ -119,7 +119,7 @@ if [[ -n $missing$optional && -n $wheels ]]; then
     exit 2; }
 fi
 if [[ -n $missing ]]; then
-  echo "gpu_check: missing Python packages: $missing; run \`make install\`, or pass --wheels DIR (a folder of their wheels)" >&2
+  echo "gpu_check: missing Python packages: $missing${optional:+ (and for the packed sweep: $optional)}; run \`make install\`, or pass --wheels DIR (a folder of their wheels)" >&2
   exit 2
 fi
 if [[ -n $optional ]]; then
