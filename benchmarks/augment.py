@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 import datamodules  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.lsp import augment_sample
+from datamodules.lsp_format import LSP_FLIP_PERMUTATION
 from datamodules.transforms import build_augment
-from tasks.metrics.pose import LSP_FLIP_PERMUTATION
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 #: default recipes per task: (CPU experiment, GPU experiment)

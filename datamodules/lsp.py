@@ -41,11 +41,10 @@ from datamodules.common import (
 )
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import read_image
-from datamodules.lsp_format import LSPAnnotations, read_lsp, split_lsp
+from datamodules.lsp_format import JOINT_NAMES, LSP_FLIP_PERMUTATION, LSPAnnotations, read_lsp, split_lsp
 from datamodules.synthetic import ensure_generated, synthetic_folder
 from datamodules.synthetic.lsp import generate_lsp
 from datamodules.transforms import SeededAugment, build_augment
-from tasks.metrics.pose import JOINT_NAMES, LSP_FLIP_PERMUTATION
 from visionlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

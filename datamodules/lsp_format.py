@@ -29,7 +29,13 @@ from datamodules.common import readable_items
 from datamodules.io import read_image
 from visionlab.errors import ConfigError, DataError
 
-NUM_JOINTS = 14
+JOINT_NAMES = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow", "r_shoulder",
+    "l_shoulder", "l_elbow", "l_wrist", "neck", "head_top",
+)  # fmt: skip
+NUM_JOINTS = len(JOINT_NAMES)
+# Index i of a horizontally flipped image holds the joint that was at LSP_FLIP_PERMUTATION[i].
+LSP_FLIP_PERMUTATION = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13)
 LAYOUTS = {
     # name: (array shape without N, default visible flag value, image name pattern)
     "lsp": ((3, NUM_JOINTS), 0, "im{:04d}.jpg"),

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from datamodules.lsp_format import JOINT_NAMES
 from tasks.base import TaskModule, module_kwargs, plain
-from tasks.metrics.pose import JOINT_NAMES, LIMB_GROUPS, LIMBS, PCP, PDJ
+from tasks.metrics.pose import LIMB_GROUPS, LIMBS, PCP, PDJ
 from tasks.nets.deeppose import DeepPoseNet, select_joints
 from tasks.pose_geometry import Crops, crop_around, denormalize_from_box, normalize_to_box, torso_diameter
 from visionlab.errors import ConfigError, DataError

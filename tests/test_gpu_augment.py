@@ -15,8 +15,8 @@ from test_pose import L_WRIST, R_WRIST, TINY_POSE, _colour_at, _marked_lsp, _sin
 from test_segment import TINY_SEGMENT, _check_aligned, _coded_sample
 
 from datamodules.gpu_augment import build_gpu_augment
+from datamodules.lsp_format import LSP_FLIP_PERMUTATION
 from datamodules.mnist import MNISTDataModule
-from tasks.metrics.pose import LSP_FLIP_PERMUTATION
 from visionlab.errors import ConfigError
 from visionlab.runner import build_datamodule, compile_mode, train
 

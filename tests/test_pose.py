@@ -17,7 +17,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from datamodules.lsp import LSPDataModule
-from tasks.metrics.pose import JOINT_NAMES
+from datamodules.lsp_format import JOINT_NAMES
 from tasks.pose import PoseTask
 from tests.conftest import hparams_scalars
 from visionlab.errors import ConfigError, DataError

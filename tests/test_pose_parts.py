@@ -12,9 +12,9 @@ import scipy.io
 import torch
 from PIL import Image
 
-from datamodules.lsp_format import LSPAnnotations, read_lsp, split_lsp
+from datamodules.lsp_format import JOINT_NAMES, LSP_FLIP_PERMUTATION, LSPAnnotations, read_lsp, split_lsp
 from datamodules.synthetic.lsp import generate_lsp
-from tasks.metrics.pose import JOINT_NAMES, LIMBS, LSP_FLIP_PERMUTATION, PCP, PDJ
+from tasks.metrics.pose import LIMBS, PCP, PDJ
 from tasks.nets.deeppose import DeepPoseNet, select_joints
 from tasks.pose_geometry import crop_around, denormalize_from_box, normalize_to_box, torso_diameter
 from visionlab.errors import DataError

@@ -12,12 +12,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-JOINT_NAMES = (
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow", "r_shoulder",
-    "l_shoulder", "l_elbow", "l_wrist", "neck", "head_top",
-)  # fmt: skip
-# Index i of a horizontally flipped image holds the joint that was at LSP_FLIP_PERMUTATION[i].
-LSP_FLIP_PERMUTATION = (5, 4, 3, 2, 1, 0, 11, 10, 9, 8, 7, 6, 12, 13)
+from datamodules.lsp_format import JOINT_NAMES
+
 TORSO_JOINTS = (9, 2)  # left shoulder, right hip: the torso diameter of the DeepPose paper
 
 
