@@ -20,7 +20,7 @@ import numpy as np
 from datamodules.io import read_image, read_label_png
 from visionlab.errors import ConfigError, DataError
 
-VOID = 255
+VOID = 255  # the label of void pixels (object borders, "don't care"), ignored by losses and metrics
 
 VOC_CLASS_NAMES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

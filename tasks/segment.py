@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from datamodules.voc_format import VOID
 from tasks.base import TaskModule, plain, to_float_images
 from tasks.metrics.segmentation import SegmentationScores, format_iou_report
 from tasks.nets.fcn import ENCODERS, FCN
@@ -26,7 +27,6 @@ from visionlab.figures import confusion_figure, save_figure
 
 #: samples shown in the TensorBoard overlays and in evaluate.py's overlay panel
 OVERLAY_SAMPLES = 4
-VOID = 255
 #: `model.loss`: per-pixel cross-entropy, or cross-entropy + `model.dice_weight` x soft Dice
 LOSSES = ("ce", "ce_dice")
 
