@@ -46,6 +46,7 @@ from tasks.embed_symbols import (
     ssd_table_figure,
 )
 from tasks.nets.mnist import ConvNet, MnistNet, replace_head
+from visionlab.checkpointing import load_task_checkpoint, read_task_checkpoint
 from visionlab.errors import ConfigError, DataError
 from visionlab.figures import confusion_figure, save_figure
 
@@ -282,8 +283,6 @@ class EmbedTask(TaskModule):
 
         Loaded with `torch.load(weights_only=True)`; D = 50 for `mnist_net` (after the ReLU).
         """
-        from visionlab.runner import load_task_checkpoint
-
         module = load_task_checkpoint(cls, Path(ckpt).expanduser(), cls.task_name)
         return module.embedder().to(device)
 
@@ -507,15 +506,9 @@ def digit_weights(ckpt: Path, model: dict[str, Any]) -> dict[str, torch.Tensor]:
         raise ConfigError(
             f"transfer.from_ckpt={ckpt} is not a file; give a digit checkpoint written by train.py task=embed"
         )
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise DataError(f"{ckpt}: not a loadable checkpoint ({err})") from None
-    hparams = state.get("hyper_parameters", {}) if isinstance(state, dict) else {}
-    if state.get("task_name") != EmbedTask.task_name:
-        raise ConfigError(
-            f"transfer.from_ckpt={ckpt} is not an embed checkpoint (task: {state.get('task_name')})"
-        )
+    mismatch = "transfer.from_ckpt={path} is not an embed checkpoint (task: {saved})"
+    state = read_task_checkpoint(ckpt, EmbedTask.task_name, detail="", mismatch=mismatch)
+    hparams = state.get("hyper_parameters", {})
     if (hparams.get("transfer") or {}).get("from_ckpt"):
         raise ConfigError(
             f"transfer.from_ckpt={ckpt} is itself a transfer checkpoint; give a digit checkpoint"

@@ -31,6 +31,7 @@ from tasks.base import TaskModule, module_kwargs, plain
 from tasks.metrics.pose import LIMB_GROUPS, LIMBS, PCP, PDJ
 from tasks.nets.deeppose import DeepPoseNet, select_joints
 from tasks.pose_geometry import Crops, crop_around, denormalize_from_box, normalize_to_box, torso_diameter
+from visionlab.checkpointing import read_task_checkpoint
 from visionlab.errors import ConfigError, DataError
 from visionlab.figures import save_figure
 
@@ -511,12 +512,7 @@ def stage_scalars(pcp: PCP, pdj: PDJ) -> dict[str, float]:
 
 def read_hparams(path: Path) -> dict[str, Any]:
     """The hyperparameters of a pose checkpoint (memory-mapped: the weights are not read)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise ConfigError(f"{path}: not a loadable checkpoint ({err})") from None
-    if state.get("task_name") != "pose":
-        raise ConfigError(f"{path} is not a pose checkpoint (task: {state.get('task_name', 'unknown')})")
+    state = read_task_checkpoint(path, "pose", mmap=True, error=ConfigError, detail="")
     return dict(state.get("hyper_parameters", {}))
 
 

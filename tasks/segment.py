@@ -22,6 +22,7 @@ from tasks.metrics.segmentation import SegmentationScores, format_iou_report
 from tasks.nets.fcn import ENCODERS, FCN
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
 from tasks.segment_figures import overlay_panel
+from visionlab.checkpointing import load_task_checkpoint
 from visionlab.errors import ConfigError
 from visionlab.figures import confusion_figure, save_figure
 
@@ -273,8 +274,6 @@ class SegmentTask(TaskModule):
         self._ckpt_names = (str(cfg.get("ckpt_path")), str(compare) if compare else None)
         if not compare:
             return
-        from visionlab.runner import load_task_checkpoint
-
         path = Path(str(compare)).expanduser()
         if not path.is_file():
             raise ConfigError(f"compare_ckpt={compare} is not a file; give a .ckpt written by train.py")

@@ -1,5 +1,5 @@
-"""Checkpoint safety: atomic writes, and a guard that stops on a non-finite loss before any
-checkpoint of the bad weights is written."""
+"""Checkpoints: the one reader (weights_only=True, task checked), atomic writes, and a guard that stops
+on a non-finite loss before any checkpoint of the bad weights is written."""
 
 from __future__ import annotations
 
@@ -12,7 +12,51 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from visionlab.errors import VisionlabError
+from visionlab.errors import ConfigError, DataError, VisionlabError
+
+#: what `read_task_checkpoint` says by default when torch.load refuses a file
+WEIGHTS_ONLY_REFUSED = "weights_only=True refused or failed: "
+
+
+def read_checkpoint(
+    path: Path, *, mmap: bool | None = None, error: type[VisionlabError] = DataError, detail: str = ""
+) -> Any:
+    """`torch.load(weights_only=True)` onto the CPU; a file it refuses is one `error` line naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:
+        raise error(f"{path}: not a loadable checkpoint ({detail}{err})") from None
+
+
+def read_task_checkpoint(
+    path: Path,
+    task_name: str,
+    *,
+    mmap: bool | None = None,
+    error: type[VisionlabError] = DataError,
+    detail: str = WEIGHTS_ONLY_REFUSED,
+    mismatch: str = "{path} is not a {task} checkpoint (task: {found})",
+) -> dict[str, Any]:
+    """The contents of a checkpoint of `task_name` (see `read_checkpoint`); one of another task is a
+    ConfigError from `mismatch`, formatted with path, task, found (saved task or 'unknown') and saved."""
+    state = read_checkpoint(path, mmap=mmap, error=error, detail=detail)
+    saved = state.get("task_name") if isinstance(state, dict) else None
+    if saved != task_name:
+        raise ConfigError(mismatch.format(path=path, task=task_name, found=saved or "unknown", saved=saved))
+    return state
+
+
+def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
+    """Load a checkpoint with weights_only=True; a checkpoint of another task is a clear error."""
+    read_task_checkpoint(ckpt, task_name)
+    try:
+        return module_cls.load_from_checkpoint(
+            ckpt, map_location="cpu", weights_only=True, load_pretrained=False
+        )
+    except RuntimeError as err:
+        raise ConfigError(
+            f"{ckpt}: its weights do not fit the {task_name} model ({str(err).splitlines()[0]})"
+        ) from None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

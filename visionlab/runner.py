@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from visionlab.callbacks import build_callbacks
-from visionlab.checkpointing import AtomicCheckpointIO
+from visionlab.checkpointing import AtomicCheckpointIO, load_task_checkpoint, read_task_checkpoint
 from visionlab.errors import ConfigError, DataError
 from visionlab.keys import check_keys
 from visionlab.optim import check_optimizer, check_scheduler
@@ -151,20 +151,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-def read_task_checkpoint(ckpt: Path, task_name: str) -> dict[str, Any]:
-    """The checkpoint's contents, read with weights_only=True; one of another task is a clear error."""
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise DataError(
-            f"{ckpt}: not a loadable checkpoint (weights_only=True refused or failed: {err})"
-        ) from None
-    saved_task = state.get("task_name") if isinstance(state, dict) else None
-    if saved_task != task_name:
-        raise ConfigError(f"{ckpt} is not a {task_name} checkpoint (task: {saved_task or 'unknown'})")
-    return state
-
-
 def check_resume_checkpoint(module: pl.LightningModule, ckpt: Path, task_name: str) -> None:
     """Refuse, before training, a checkpoint to resume from that is of another task or whose weights do
     not fit the configured model (e.g. another model.arch or number of classes)."""
@@ -184,19 +170,6 @@ def _first_mismatch(message: str) -> str:
         line.strip() for line in message.splitlines() if "size mismatch" in line or "Missing key" in line
     ]
     return lines[0] if lines else ""
-
-
-def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
-    """Load a checkpoint with weights_only=True; a checkpoint of another task is a clear error."""
-    read_task_checkpoint(ckpt, task_name)
-    try:
-        return module_cls.load_from_checkpoint(
-            ckpt, map_location="cpu", weights_only=True, load_pretrained=False
-        )
-    except RuntimeError as err:
-        raise ConfigError(
-            f"{ckpt}: its weights do not fit the {task_name} model ({str(err).splitlines()[0]})"
-        ) from None
 
 
 def validate_config(cfg: DictConfig) -> None:

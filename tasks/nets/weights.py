@@ -9,6 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
+from visionlab.checkpointing import read_checkpoint
 from visionlab.errors import ConfigError
 
 #: experiments that pin their run folder to `<paths.output_dir>/<experiment name>` (finetune_pretrain),
@@ -83,7 +84,7 @@ def load_state_dict_file(module: nn.Module, path: Path, skip_prefixes: tuple[str
     Keys starting with `skip_prefixes` are ignored (the new classifier has another shape); any other
     missing or mismatched key is an error naming the file.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = network_state(state)
