@@ -24,7 +24,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+import visionlab
 from visionlab.errors import ConfigError, VisionlabError
+from visionlab.help import help_text
+from visionlab.keys import unknown_key_message
 
 log = logging.getLogger("visionlab")
 
@@ -45,8 +48,6 @@ def main(hydra_main: Callable[[], Any]) -> None:
     like the project's own checks. `HYDRA_FULL_ERROR=1` keeps Hydra's full report. `--help` is
     answered from the config files at once, before Hydra composes anything."""
     if {"--help", "-h"} & set(sys.argv[1:]):
-        from visionlab.help import help_text
-
         print(help_text(Path(sys.argv[0]).stem), end="")
         return
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_OWN_FULL_ERROR):
@@ -65,6 +66,9 @@ def main(hydra_main: Callable[[], Any]) -> None:
 
 def hydra_error_message(err: BaseException) -> str:
     """One line for a Hydra / OmegaConf error raised while composing the config."""
+    recipe = re.fullmatch(r"(\w+)/recipes/(\w+)/(\w+)", str(getattr(err, "missing_cfg_file", "") or ""))
+    if isinstance(err, MissingConfigException) and recipe:
+        return recipe_message(*recipe.groups())
     if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
         group, _, name = str(err.missing_cfg_file).rpartition("/")
         options = sorted(str(o) for o in err.options)
@@ -79,8 +83,6 @@ def hydra_error_message(err: BaseException) -> str:
     key = getattr(cause, "key", None)
     full_key = getattr(cause, "full_key", None)
     if str(err).startswith("Could not override") and full_key and key is not None:
-        from visionlab.keys import unknown_key_message
-
         prefix, _, _ = str(full_key).rpartition(".")
         siblings = [str(k) for k in parent] if hasattr(parent, "keys") else []
         added = re.search(r"use (\+\S+)", str(err))
@@ -98,6 +100,13 @@ def hydra_error_message(err: BaseException) -> str:
     if cause is not None and not isinstance(err, MissingConfigException):
         lines += _lines(str(cause))[:1]
     return "; ".join(lines) or type(err).__name__
+
+
+def recipe_message(group: str, task: str, name: str) -> str:
+    """`augment=<name> is not an option for task=<task>; ...` with the options that task has."""
+    conf = Path(__file__).resolve().parents[1] / "conf" / group / "recipes" / task
+    options = sorted(p.stem for p in conf.glob("*.yaml"))
+    return f"{group}={name} is not an option for task={task}; the {task} {group} options are {', '.join(options)}"
 
 
 def _lines(text: str) -> list[str]:
@@ -134,7 +143,7 @@ def run_entry(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         return fn(cfg)
     except Exception as err:
         if in_multirun():
-            from visionlab.sweep import record_failure
+            from visionlab.sweep import record_failure  # lazy: visionlab.sweep reads cli.resumed_into
 
             log.exception("job failed: %s", err)
             record_failure(Path(HydraConfig.get().runtime.output_dir), err)
@@ -190,8 +199,6 @@ def log_to_files(level: int, message: str, logger: str = "visionlab") -> None:
 def claimed_run_dir() -> Path | None:
     """This process's Hydra run folder when it was created for this run (`${unique_dir:...}`, the
     default `hydra.run.dir`), not one the user named; None otherwise or outside Hydra."""
-    import visionlab
-
     if not HydraConfig.initialized() or in_multirun():
         return None
     folder = Path(HydraConfig.get().runtime.output_dir).resolve()
