@@ -1,0 +1,78 @@
+"""The import layers, read from the source with `ast` (nothing is imported): errors at the bottom, then
+datamodules, then tasks, then the runner; no project import inside a function to dodge a cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = ("datamodules", "tasks", "visionlab", "benchmarks")
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """Each module `path` imports and whether the import is inside a function (the project uses no
+    relative imports; a relative one is refused so that it cannot slip past these checks)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    in_function = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for inner in ast.walk(node)
+        if inner is not node
+    }
+    found = []
+    for node in ast.walk(tree):
+        inside = id(node) in in_function
+        if isinstance(node, ast.Import):
+            found += [(alias.name, inside) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{path}:{node.lineno}: a relative import"
+            # `from visionlab import runner` imports visionlab.runner
+            found += [(str(node.module), inside), *((f"{node.module}.{a.name}", inside) for a in node.names)]
+    return found
+
+
+def _sources(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def _is(module: str, name: str) -> bool:
+    return module == name or module.startswith(f"{name}.")
+
+
+@pytest.mark.parametrize("folder", ["datamodules", "tasks"])
+def test_lower_layers_do_not_import_upper_ones(folder: str) -> None:
+    forbidden = ("tasks", "visionlab.runner") if folder == "datamodules" else ("visionlab.runner",)
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in _sources(folder)
+        for module, _ in imports(path)
+        if any(_is(module, name) for name in forbidden)
+    ]
+    assert not wrong
+
+
+def test_errors_import_nothing_of_the_project() -> None:
+    wrong = [m for m, _ in imports(ROOT / "visionlab" / "errors.py") if any(_is(m, p) for p in PROJECT)]
+    assert not wrong
+
+
+@pytest.mark.parametrize("folder", ["datamodules", "tasks"])
+def test_no_project_import_inside_a_function(folder: str) -> None:
+    """Lazy imports there are of heavy or optional packages only (matplotlib, scipy, rich)."""
+    wrong = [
+        f"{path.relative_to(ROOT)} imports {module} inside a function"
+        for path in _sources(folder)
+        for module, inside in imports(path)
+        if inside and any(_is(module, p) for p in PROJECT)
+    ]
+    assert not wrong
+
+
+def test_the_checks_see_a_wrong_import(tmp_path: Path) -> None:
+    source = tmp_path / "bad.py"
+    source.write_text("import visionlab.errors\n\n\ndef f():\n    from visionlab import runner\n")
+    assert {("visionlab.errors", False), ("visionlab.runner", True)} <= set(imports(source))
