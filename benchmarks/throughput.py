@@ -46,6 +46,7 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import datamodules  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
+from datamodules.contract import gpu_augmented
 from visionlab.callbacks import build_callbacks
 from visionlab.runner import build_datamodule, build_loggers, build_module, build_trainer
 
@@ -204,9 +205,7 @@ def prepare(
     module's `prepare_batch` (normalisation on the device)."""
     batch = module.on_before_batch_transfer(batch, 0)
     batch = to_device(batch, device)
-    if getattr(datamodule, "gpu_augment", None) is not None:
-        batch = datamodule.gpu_augment_batch(batch, epoch)
-    return module.prepare_batch(batch)
+    return module.prepare_batch(gpu_augmented(datamodule, batch, epoch))
 
 
 class TrainStep:

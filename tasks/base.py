@@ -10,9 +10,11 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from datamodules.contract import gpu_augmented
 from visionlab.optim import build_optimizer, build_scheduler
 
 
@@ -121,9 +123,7 @@ class TaskModule(pl.LightningModule):
         """On the device: the data's batched augmentation while training (`data.gpu_augment`), then
         the task's `prepare_batch` (normalisation and the like)."""
         if self._trainer is not None and self.trainer.training:
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if getattr(datamodule, "gpu_augment", None) is not None:
-                batch = datamodule.gpu_augment_batch(batch, self.trainer.current_epoch)
+            batch = gpu_augmented(getattr(self.trainer, "datamodule", None), batch, self.trainer.current_epoch)
         return self.prepare_batch(batch)
 
     def prepare_batch(self, batch: Any) -> Any:
@@ -197,8 +197,6 @@ def _batchnorms(module: nn.Module) -> Iterator[nn.Module]:
 
 def plain(node: Any) -> Any:
     """A config node as plain containers (resolved), None as None."""
-    from omegaconf import OmegaConf
-
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from datamodules.contract import DescribedData
 from tasks.base import TaskModule, module_kwargs, plain
 from tasks.defect_eval import (
     STANDARD,
@@ -128,8 +130,6 @@ class DefectTask(TaskModule):
     def configure_evaluation(self, cfg: Any) -> None:
         """evaluate.py may change what is reported (reference thresholds, AU-PRO limit, bins, examples);
         the image score stays the checkpoint's, since the image threshold was fitted on it."""
-        from omegaconf import OmegaConf
-
         given = cfg.get("metrics")
         if given is None:
             return
@@ -307,7 +307,7 @@ class DefectTask(TaskModule):
         counters at the thresholds fitted on validation."""
         types = self.defect_types
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "info"):
+        if isinstance(datamodule, DescribedData):
             types = list(datamodule.info().get("defect_types", types))
         self.test_eval = DefectEvaluation(types, self.settings).to(self.device)
         if not math.isfinite(float(self.pixel_threshold)):

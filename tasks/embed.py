@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from datamodules.contract import TensorData
 from datamodules.io import list_images
 from datamodules.mnist import DIGITS, symbol_transform_from_config
 from datamodules.symbols import (
@@ -201,8 +203,6 @@ class EmbedTask(TaskModule):
 
     def configure_evaluation(self, cfg: Any) -> None:
         """evaluate.py: the symbol folders, k and transform come from the evaluate command line."""
-        from omegaconf import OmegaConf
-
         node = cfg.get("symbols")
         self.symbols = self._resolve_symbols(
             OmegaConf.to_container(node, resolve=True) if node is not None else None, cfg
@@ -404,7 +404,7 @@ class EmbedTask(TaskModule):
         """TensorBoard projector: validation images (digits) and the configured symbols, with sprites."""
         writer = self.tensorboard
         datamodule = getattr(self.trainer, "datamodule", None)
-        if writer is None or datamodule is None or not hasattr(datamodule, "tensors"):
+        if writer is None or datamodule is None or not isinstance(datamodule, TensorData):
             return
         raw, labels = datamodule.tensors("val")
         raw, labels = raw[: self.hparams.projector_digits], labels[: self.hparams.projector_digits]

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from datamodules.symbols import SymbolSet
 from tasks.metrics.knn import knn_predict, ssd_matrix
 from visionlab.errors import ConfigError
-from visionlab.figures import labelled_grid
+from visionlab.figures import labelled_grid, plt
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -207,8 +207,6 @@ def format_symbol_report(report: SymbolReport, folder: str = "", test_folder: st
 
 def ssd_table_figure(report: SymbolReport) -> Figure:
     """Heat map of the SSD table: rows = each class's first image, columns = every train image."""
-    import matplotlib.pyplot as plt
-
     train, names = report.train, report.train.class_names
     table = report.ssd_table.numpy()
     fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * table.shape[1] + 1.5), 1.2 + 0.55 * table.shape[0]))

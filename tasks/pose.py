@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from datamodules.contract import PlainLoading
 from datamodules.lsp_format import JOINT_NAMES
 from tasks.base import TaskModule, module_kwargs, plain
 from tasks.metrics.pose import LIMB_GROUPS, LIMBS, PCP, PDJ
@@ -33,7 +34,7 @@ from tasks.nets.deeppose import DeepPoseNet, select_joints
 from tasks.pose_geometry import Crops, crop_around, denormalize_from_box, normalize_to_box, torso_diameter
 from visionlab.checkpointing import read_task_checkpoint
 from visionlab.errors import ConfigError, DataError
-from visionlab.figures import save_figure
+from visionlab.figures import plt, save_figure
 
 log = logging.getLogger(__name__)
 NUM_JOINTS = len(JOINT_NAMES)
@@ -355,7 +356,7 @@ class PoseTask(TaskModule):
         """Mean and covariance per joint of (stage s-1 estimate - truth) / torso diameter(estimate)
         over the visible joints of the unaugmented training set."""
         datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "plain_dataloader"):
+        if datamodule is None or not isinstance(datamodule, PlainLoading):
             raise DataError(
                 "stage > 1 training needs the LSPDataModule (to fit the stage s-1 error statistics)"
             )
@@ -607,8 +608,6 @@ def _draw_skeleton(ax: Any, joints: np.ndarray, visible: np.ndarray | None, colo
 
 def skeleton_figure(samples: dict[str, Any], stage_index: int, label: str) -> Any:
     """Images with the ground truth (green, visible limbs only) and the predicted skeleton (red, dashed)."""
-    import matplotlib.pyplot as plt
-
     images = samples["images"]
     n = len(images)
     cols = min(4, n)
@@ -631,8 +630,6 @@ def skeleton_figure(samples: dict[str, Any], stage_index: int, label: str) -> An
 def crop_figure(crops: dict[str, Any]) -> Any:
     """Refiner crops: stage s-1 estimate (yellow x, the crop centre), refined (red o), truth (green +);
     a point outside the crop is drawn on its border as a triangle."""
-    import matplotlib.pyplot as plt
-
     n = len(crops["images"])
     fig, axes = plt.subplots(1, n, figsize=(2.0 * n, 2.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -662,8 +659,6 @@ def crop_figure(crops: dict[str, Any]) -> Any:
 def pdj_curve_figure(curves: list[tuple[np.ndarray, np.ndarray]], labels: list[str]) -> Any:
     """PDJ (mean over joints) against the fraction of the torso diameter, one line per stage;
     per-joint curves of the last stage in thin grey."""
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(5.5, 4))
     fractions, per_joint = curves[-1]
     for j in range(per_joint.shape[1]):

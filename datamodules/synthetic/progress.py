@@ -115,7 +115,7 @@ def _terminal() -> bool:
 def _rich_bar() -> Any:
     """A rich Progress with the columns and theme of Lightning's RichProgressBar, or None without rich.
     It redraws only when told (no refresh thread, so generators may fork worker processes)."""
-    try:
+    try:  # lazy: rich is optional
         from lightning.pytorch.callbacks.progress.rich_progress import (
             BatchesProcessedColumn,
             CustomBarColumn,
