@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from visionlab.help import help_text
+
 _claimed: dict[str, str] = {}
 
 
@@ -36,8 +38,6 @@ def _unique_dir(path: str) -> str:
 
 def _help(entry: str = "train") -> str:
     """`${visionlab_help:<entry>}`: the `--help` page (Hydra's help template), `$` escaped for it."""
-    from visionlab.help import help_text
-
     return help_text(entry).replace("$", "$$")
 
 

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from visionlab.checkpointing import FiniteLossGuard
+from visionlab.cli import log_to_files
 from visionlab.errors import ConfigError
 
 
@@ -50,8 +51,6 @@ class EpochLog(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        from visionlab.cli import log_to_files
-
         values = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()

@@ -28,6 +28,7 @@ import visionlab
 from visionlab.errors import ConfigError, VisionlabError
 from visionlab.help import help_text
 from visionlab.keys import unknown_key_message
+from visionlab.sweep import record_failure
 
 log = logging.getLogger("visionlab")
 
@@ -38,8 +39,6 @@ _OWN_FULL_ERROR = "VISIONLAB_HYDRA_FULL_ERROR"
 _STUB_ENTRIES = (".hydra", "config.yaml")
 
 _task_started = False
-#: the run folder this command continues (`resume=`), when it is not the one Hydra created for it
-resumed_into: Path | None = None
 
 
 def main(hydra_main: Callable[[], Any]) -> None:
@@ -143,8 +142,6 @@ def run_entry(fn: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         return fn(cfg)
     except Exception as err:
         if in_multirun():
-            from visionlab.sweep import record_failure  # lazy: visionlab.sweep reads cli.resumed_into
-
             log.exception("job failed: %s", err)
             record_failure(Path(HydraConfig.get().runtime.output_dir), err)
             maximise = str(cfg.get("monitor", {}).get("mode", "max")) == "max"

@@ -10,6 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from visionlab.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -45,8 +47,6 @@ def _parameters(fn: Any, skip: Iterable[str] = ()) -> set[str] | None:
 @cache
 def model_keys(option: str | None = None) -> frozenset[str]:
     """The keys of `conf/model/<option>.yaml`, or of all model options when `option` is None."""
-    from omegaconf import OmegaConf
-
     files = [CONF_DIR / "model" / f"{option}.yaml"] if option else sorted((CONF_DIR / "model").glob("*.yaml"))
     keys: set[str] = set()
     for path in files:
@@ -61,6 +61,7 @@ def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None 
     optimizer: the arguments of the chosen torch optimizer; scheduler: what the schedules read;
     trainer: the arguments of lightning's Trainer; data: the task's DataModule arguments; model: the
     keys of the selected `conf/model/*.yaml` (`model_option`; all of them when it is not known)."""
+    # lazy for speed: the CLI's one-line errors about unknown keys do not load lightning or torch
     import lightning.pytorch as pl
 
     from visionlab.optim import OPTIMIZERS

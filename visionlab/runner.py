@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import atexit
 import logging
 import math
 import time
@@ -12,13 +12,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from visionlab import sweep
 from visionlab.callbacks import build_callbacks
 from visionlab.checkpointing import AtomicCheckpointIO, load_task_checkpoint, read_task_checkpoint
+from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
 from visionlab.errors import ConfigError, DataError
+from visionlab.files import write_json
 from visionlab.keys import check_keys
 from visionlab.optim import check_optimizer, check_scheduler
 from visionlab.registry import task_classes
@@ -93,8 +98,6 @@ def report_end_of_run(
 ) -> None:
     """Print (and write to train.log) what a run produced and what to do next: the best checkpoint, the
     monitored metric, the task's main test metrics, and the commands to look at and evaluate it."""
-    from visionlab.cli import log_to_files
-
     monitor = str(cfg.monitor.metric)
     lines = [
         f"{cfg.task_name}: trained in {metrics.get('time/train_s', float('nan')):.0f} s; run folder {run_dir}"
@@ -204,8 +207,6 @@ def validate_config(cfg: DictConfig) -> None:
 
 def _choice(group: str) -> str | None:
     """The option of config group `group` on the command line's composition (None outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-
     if not HydraConfig.initialized():
         return None
     choice = HydraConfig.get().runtime.choices.get(group)
@@ -257,19 +258,12 @@ def continue_in(folder: Path) -> None:
     """A resumed run writes only into `folder`: its log goes on in `folder`'s train.log (with the
     command line of this resume), and the folder Hydra created for this command is removed at exit
     if nothing else was written there."""
-    import atexit
-
-    from hydra.core.hydra_config import HydraConfig
-
-    from visionlab import cli
-    from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
-
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     new = claimed_run_dir()
     if new is None or new == folder or rank_zero_only.rank != 0:
         return
     move_log_to(folder)
-    cli.resumed_into = folder
+    sweep.resumed_into = folder
     overrides = " ".join(HydraConfig.get().overrides.task)
     log_to_files(logging.INFO, f"resumed in this folder: {overrides}")
     atexit.register(discard_stub_run_dir, new)
@@ -290,9 +284,6 @@ def latest_run(cfg: DictConfig) -> Path:
 def check_ddp_in_multirun(cfg: DictConfig) -> None:
     """Refuse several devices per job inside a local multirun: Lightning's DDP launcher re-executes
     the script per rank, which a local sweep launcher cannot host (see README, DDP and multirun)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return
     devices = cfg.trainer.get("devices", 1)
@@ -425,6 +416,7 @@ def write_hparams_session(folder: Path, params: dict[str, Any], metrics: dict[st
     columns for every run in a shared logdir); without one it gathers the hparams of every session and,
     as metrics, the scalars in the session folders, which hold nothing but these summary values. A
     resumed run replaces the session its earlier part wrote (TensorBoard would show that one's config)."""
+    # lazy for speed: tensorboard is imported only when the hparams session is written
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams
 
@@ -459,13 +451,6 @@ def flatten_config(cfg: DictConfig) -> dict[str, Any]:
 
     walk(tree, "")
     return flat
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write `data` atomically (temporary file, then rename)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
 
 
 def _resume_path(cfg: DictConfig) -> str | None:

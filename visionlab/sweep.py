@@ -19,10 +19,12 @@ from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
+#: the run folder this command continues (`resume=`), when it is not the one Hydra created for it
+resumed_into: Path | None = None
 
 
 class SweepSummary(Callback):
@@ -37,9 +39,7 @@ class SweepSummary(Callback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         job_dir = Path(str(config.hydra.runtime.output_dir))
         started = self._started.pop(str(job_dir), time.time())
-        from visionlab import cli
-
-        job_dir = cli.resumed_into or job_dir  # a resume records itself in the folder it continued
+        job_dir = resumed_into or job_dir  # a resume records itself in the folder it continued
         value = job_return._return_value
         failed = job_return.status == JobStatus.FAILED or isinstance(value, BaseException)
         error = read_error(job_dir) if not failed else _one_line(value)
@@ -61,6 +61,7 @@ class SweepSummary(Callback):
         log.info(
             "sweep summary: %s (%d jobs, %d not completed)", sweep_dir / "summary.csv", len(rows), failed
         )
+        # lazy: visionlab.report.sweep_report imports this module (a cycle still to be split)
         from visionlab.report import write_sweep_report
 
         write_sweep_report(sweep_dir)
@@ -143,7 +144,7 @@ def plot_metric_against(
 ) -> None:
     """`metric` against `param`, one line per combination of the other swept parameters (mean with
     min-max band when there are more than 8 combinations)."""
-    from visionlab.figures import plt, save_figure
+    from visionlab.figures import plt, save_figure  # lazy for speed: matplotlib, only for the figures
 
     done = [r for r in rows if r["status"] == "completed" and metric in r["metrics"]]
     if not done:
@@ -188,8 +189,6 @@ def _overrides_from_hydra(job_dir: Path) -> list[str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return []
-    from omegaconf import OmegaConf
-
     return [str(o) for o in OmegaConf.load(path)]
 
 
@@ -237,8 +236,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _optimized_metric(sweep_dir: Path) -> str | None:
     for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
-        from omegaconf import OmegaConf
-
         value = OmegaConf.load(cfg_path).get("optimized_metric")
         if value:
             return str(value)

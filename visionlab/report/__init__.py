@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 def write_run_report(cfg: Any, run_dir: Path, module: Any, kind: str) -> None:
     """At the end of a train/evaluate run: write tables.json, report.html and report.md into `run_dir`.
     A failure is one warning; the checkpoints and metrics already written are left as they are."""
-    try:
+    try:  # lazy: a report that fails, even to import, is one warning and the run is kept
         from visionlab.report.collect import load_run
         from visionlab.report.record import record_run
         from visionlab.report.render import write_files

@@ -20,7 +20,7 @@ COMPARISON = "comparison.html"
 def build(paths: list[Path], out: Path | None) -> tuple[Report, Path]:
     """The report for the folders given and the file it is written to."""
     if len(paths) == 1 and is_sweep(paths[0]):
-        from visionlab.report.sweep_report import build_sweep_report
+        from visionlab.report.sweep_report import build_sweep_report  # lazy for speed: one builder a call
 
         target = out or paths[0] / HTML
         return build_sweep_report(paths[0].resolve(), target.parent.resolve()), target

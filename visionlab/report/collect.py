@@ -186,6 +186,7 @@ def read_events(folder: Path) -> Events:
 
 
 def _read_tensorboard(tb_dir: Path) -> Events:
+    # lazy for speed: tensorboard is loaded only for a run with event files
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     guidance = {

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from visionlab.files import write_json
 from visionlab.report.collect import TABLES_FILE
 from visionlab.report.settings import changed_settings, task_defaults
 
@@ -21,8 +22,6 @@ log = logging.getLogger(__name__)
 
 def record_run(cfg: DictConfig, run_dir: Path, module: Any, kind: str) -> dict[str, Any]:
     """Write `run_dir/tables.json` for the report of this run (train or evaluate) and return it."""
-    from visionlab.runner import write_json
-
     config = OmegaConf.to_container(cfg, resolve=True)
     job, overrides = hydra_job()
     info: dict[str, Any] = {
@@ -43,7 +42,7 @@ def record_run(cfg: DictConfig, run_dir: Path, module: Any, kind: str) -> dict[s
 
 def hydra_job() -> tuple[str | None, list[str]]:
     """The entry point's name (train / evaluate) and the command line's overrides, when Hydra ran it."""
-    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.hydra_config import HydraConfig  # lazy for speed, like the other report modules
 
     if not HydraConfig.initialized():
         return None, []
@@ -53,7 +52,7 @@ def hydra_job() -> tuple[str | None, list[str]]:
 
 def machine(trainer: Any = None) -> dict[str, Any]:
     """Host, OS, CPU, library versions and the device the trainer ran on."""
-    import lightning
+    import lightning  # lazy for speed: the report command reads folders without torch
     import torch
 
     info: dict[str, Any] = {

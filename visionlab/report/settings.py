@@ -24,7 +24,7 @@ def project_conf_dir() -> Path:
 def task_defaults(task: str, kind: str, conf_dir: Path | None = None) -> dict[str, Any]:
     """The flattened default config of `task` for `kind` (train or evaluate). Inside a running Hydra
     app its own search path is used; otherwise `conf_dir` (default: the project's conf/)."""
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_dir  # lazy for speed: only to compose the defaults
     from hydra.core.global_hydra import GlobalHydra
 
     name, overrides = ("evaluate" if kind == "evaluate" else "train"), [f"task={task}"]

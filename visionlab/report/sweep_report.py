@@ -11,7 +11,7 @@ from typing import Any
 from visionlab.report.collect import load_yaml
 from visionlab.report.doc import Cell, Figure, Link, Report, Table, Text
 from visionlab.report.run_report import HTML, duration, shown_path
-from visionlab.sweep import _optimized_metric, collect_jobs, write_summary
+from visionlab.sweep import _optimized_metric, _sort_key, collect_jobs, write_summary
 
 
 def sweep_setup(sweep_dir: Path) -> tuple[str, str | None, str]:
@@ -131,8 +131,6 @@ def fixed_keys(params: list[str], swept: list[str]) -> set[str]:
 
 
 def _param_values(jobs: dict[str, dict[str, Any]], params: list[str]) -> list[list[Cell]]:
-    from visionlab.sweep import _sort_key
-
     return [
         [p, ", ".join(sorted({str(r["params"].get(p, "")) for r in jobs.values()}, key=_sort_key))]
         for p in params
