@@ -62,7 +62,7 @@ def test_errors_import_nothing_of_the_project() -> None:
 
 @pytest.mark.parametrize("folder", ["datamodules", "tasks"])
 def test_no_project_import_inside_a_function(folder: str) -> None:
-    """Lazy imports there are of heavy or optional packages only (matplotlib, scipy, rich)."""
+    """Lazy imports there are of heavy or optional packages only (scipy.io, rich)."""
     wrong = [
         f"{path.relative_to(ROOT)} imports {module} inside a function"
         for path in _sources(folder)
