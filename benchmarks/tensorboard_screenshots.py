@@ -11,6 +11,7 @@ Needs Chromium (Debian: `apt-get install chromium`). Writes <out>/<dashboard>.pn
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -19,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,6 +86,17 @@ TINY = {
 }
 
 
+
+def _local_runs(port: int) -> list[str]:
+    """The runs the TensorBoard server on 127.0.0.1:`port` has loaded (a loopback request only)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/data/runs")
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
+
+
 def tiny_runs(logdir: Path, tasks: Sequence[str]) -> None:
     """Train each task once (tiny) with its run folder under `logdir/<task>/`."""
     data = logdir.parent / "data"
@@ -116,8 +127,8 @@ def serve(logdir: Path, port: int, log: Path, timeout_s: float = 180.0) -> subpr
         if server.poll() is not None:
             raise RuntimeError(f"TensorBoard exited with {server.returncode}; see {log}")
         try:
-            runs = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5).read())
-        except OSError:
+            runs = _local_runs(port)
+        except (OSError, http.client.HTTPException, ValueError):
             runs = []
         if runs:
             time.sleep(5)  # the first reload may still be reading the last runs
