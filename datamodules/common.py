@@ -174,6 +174,45 @@ def decode_all(
     return np.stack(arrays) if arrays else np.zeros((0,), dtype=np.uint8)
 
 
+#: `data.cache_images: auto` keeps a split's decoded images in memory when they take at most this share
+#: of the memory available when the split is loaded (2 GiB when the available memory cannot be read)
+AUTO_CACHE_SHARE = 0.25
+AUTO_CACHE_FALLBACK_BYTES = 2 * 1024**3
+
+
+def check_cache_images(value: Any, key: str = "data.cache_images") -> bool | str:
+    """`value` if it is true, false or auto; anything else is a ConfigError naming `key`."""
+    if not isinstance(value, (bool, str)) or value not in (True, False, "auto"):
+        raise ConfigError(f"{key}={value!r}: expected true, false or auto")
+    return value
+
+
+def available_memory_bytes() -> int | None:
+    """The memory the OS can still give this process (Linux MemAvailable, else free physical pages)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def keep_decoded(cache: bool | str, count: int, bytes_each: int) -> bool:
+    """Whether to decode `count` items of `bytes_each` bytes into memory once: `cache` when it is a
+    bool; for `auto`, when they fit in AUTO_CACHE_SHARE of the available memory (decoding on access
+    keeps memory flat however large the set, at the cost of decoding every epoch)."""
+    if cache != "auto":
+        return bool(cache) and count > 0
+    available = available_memory_bytes()
+    budget = AUTO_CACHE_FALLBACK_BYTES if available is None else AUTO_CACHE_SHARE * available
+    return 0 < count * bytes_each <= budget
+
+
 def check_on_bad_file(value: Any, key: str = "data.on_bad_file") -> bool:
     """True for `skip`, False for `raise` (the default); anything else is a ConfigError naming `key`."""
     if value not in ("raise", "skip"):

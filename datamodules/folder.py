@@ -19,10 +19,12 @@ from torch.utils.data import Dataset
 
 from datamodules.common import (
     SplitDataModule,
+    check_cache_images,
     check_fractions,
     check_on_bad_file,
     check_positive,
     decode_all,
+    keep_decoded,
     readable_items,
     resolve_num_workers,
     resolve_pin_memory,
@@ -136,13 +138,14 @@ class ImageFolderDataset(Dataset):
         items: list[tuple[Path, int]],
         image_size: int,
         augment: SeededAugment | None,
-        cache: bool,
+        cache: bool | str,
     ) -> None:
         self.paths = [p for p, _ in items]
         self.labels = torch.tensor([label for _, label in items], dtype=torch.long)
         self.load = functools.partial(load_resized, size=image_size)
         self.augment = augment
-        self.images = decode_all(self.paths, self.load) if cache and self.paths else None
+        keep = keep_decoded(cache, len(self.paths), image_size * image_size * 3)
+        self.images = decode_all(self.paths, self.load) if keep else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -175,7 +178,7 @@ class FolderDataModule(SplitDataModule):
         batch_size: int = 64,
         num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
-        cache_images: bool = True,
+        cache_images: bool | str = True,
         on_bad_file: str = "raise",
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
@@ -186,6 +189,7 @@ class FolderDataModule(SplitDataModule):
         super().__init__()
         check_positive("data.batch_size", batch_size)
         check_positive("data.image_size", image_size)
+        check_cache_images(cache_images)
         self.fractions = check_fractions("data.split_fractions", split_fractions)
         self.data_dir = Path(data_dir)
         self.root = Path(root).expanduser() if root else None

@@ -32,9 +32,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.common import (
     SplitDataModule,
+    check_cache_images,
     check_on_bad_file,
     check_positive,
     decode_all,
+    keep_decoded,
     make_loader,
     resolve_num_workers,
     resolve_pin_memory,
@@ -90,14 +92,15 @@ class LSPDataset(Dataset):
         image_size: int,
         pad_value: int,
         augment: SeededAugment | None,
-        cache: bool,
+        cache: bool | str,
     ) -> None:
         self.paths, self.image_size, self.pad_value, self.augment = paths, image_size, pad_value, augment
         scale, offset = letterbox_transform(sizes, image_size)
         # joints in the letterboxed frame; the sizes come from the file headers (read_lsp)
         self.joints = (joints.astype(np.float32) * scale[:, None] + offset[:, None]).astype(np.float32)
         self.visible = visible.astype(bool)
-        self.images = decode_all(paths, self._load) if cache and paths else None
+        keep = keep_decoded(cache, len(paths), image_size * image_size * 3)
+        self.images = decode_all(paths, self._load) if keep else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -161,7 +164,7 @@ class LSPDataModule(SplitDataModule):
         batch_size: int = 32,
         num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
-        cache_images: bool = True,
+        cache_images: bool | str = "auto",
         on_bad_file: str = "raise",
         mean: tuple[float, ...] = (0.485, 0.456, 0.406),
         std: tuple[float, ...] = (0.229, 0.224, 0.225),
@@ -172,6 +175,7 @@ class LSPDataModule(SplitDataModule):
         super().__init__()
         check_positive("data.batch_size", batch_size)
         check_positive("data.image_size", image_size)
+        check_cache_images(cache_images)
         if train_count is not None:
             check_positive("data.train_count", train_count)
         if visible_value not in (None, 0, 1):

@@ -32,9 +32,11 @@ from torch.utils.data import Dataset
 
 from datamodules.common import (
     SplitDataModule,
+    check_cache_images,
     check_on_bad_file,
     check_positive,
     decode_all,
+    keep_decoded,
     resolve_num_workers,
     resolve_pin_memory,
 )
@@ -85,7 +87,7 @@ class MVTecDataset(Dataset):
         type_names: Sequence[str],
         image_size: int,
         augment: SeededAugment | None,
-        cache: bool,
+        cache: bool | str,
     ) -> None:
         self.samples = list(samples)
         self.type_names = list(type_names)
@@ -96,7 +98,7 @@ class MVTecDataset(Dataset):
         self.augment = augment
         self.images: np.ndarray | None = None
         self.masks: np.ndarray | None = None
-        if cache and self.samples:
+        if keep_decoded(cache, len(self.samples), image_size * image_size * 4):  # RGB + mask bytes
             self.images = decode_all([s.image for s in self.samples], self._load_image)
             self.masks = decode_all(self.samples, self._load_mask)
 
@@ -141,7 +143,7 @@ class MVTecDataModule(SplitDataModule):
         batch_size: int = 32,
         num_workers: int | str = 2,
         pin_memory: bool | str = "auto",
-        cache_images: bool = True,
+        cache_images: bool | str = True,
         on_bad_file: str = "raise",
         augment: list[dict[str, Any]] | None = None,
         gpu_augment: list[dict[str, Any]] | None = None,
@@ -150,6 +152,7 @@ class MVTecDataModule(SplitDataModule):
         super().__init__()
         check_positive("data.batch_size", batch_size)
         check_positive("data.image_size", image_size)
+        check_cache_images(cache_images)
         if not _is_number(val_fraction) or not 0.0 < val_fraction < 1.0:
             raise ConfigError(
                 f"data.val_fraction={val_fraction!r} must be in (0, 1): held-out good training images are "

@@ -29,9 +29,11 @@ from torch.utils.data import Dataset
 
 from datamodules.common import (
     SplitDataModule,
+    check_cache_images,
     check_on_bad_file,
     check_positive,
     decode_all,
+    keep_decoded,
     readable_items,
     resolve_num_workers,
     resolve_pin_memory,
@@ -46,8 +48,6 @@ from visionlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 RESIZE_MODES = ("stretch", "pad")
-#: decoded caches above this size are not kept in memory when `cache_images: auto`
-AUTO_CACHE_BYTES = 2 * 1024**3
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
@@ -84,9 +84,8 @@ class SegmentationDataset(Dataset):
         self.image_size = image_size
         self.load = functools.partial(_load_pair, source, size=image_size, mode=resize)
         self.augment = augment
-        if cache == "auto":
-            cache = len(source) * image_size * image_size * 4 <= AUTO_CACHE_BYTES
-        self.pairs = decode_all(range(len(source)), self.load) if cache and len(source) else None
+        keep = keep_decoded(cache, len(source), image_size * image_size * 4)  # RGB + mask bytes
+        self.pairs = decode_all(range(len(source)), self.load) if keep else None
 
     def __len__(self) -> int:
         return len(self.source)
@@ -198,8 +197,7 @@ class VOCDataModule(SplitDataModule):
             raise ConfigError(f"data.resize={resize!r}: expected one of {list(RESIZE_MODES)}")
         if unlisted not in ("background", "void"):
             raise ConfigError(f"data.unlisted={unlisted!r}: expected 'background' or 'void'")
-        if cache_images not in (True, False, "auto"):
-            raise ConfigError(f"data.cache_images={cache_images!r}: expected true, false or auto")
+        check_cache_images(cache_images)
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ConfigError(
                 f"data.mean={list(mean)} / data.std={list(std)}: expected 3 values each, std > 0"

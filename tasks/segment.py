@@ -73,6 +73,14 @@ def check_model(model: dict[str, Any]) -> float:
     stages = model.get("encoder_stages", 4)
     if isinstance(stages, bool) or stages not in (1, 2, 3, 4):
         raise ConfigError(f"model.encoder_stages={stages!r}: expected 1, 2, 3 or 4 ResNet stages")
+    decoder_blocks = len(model.get("decoder_channels", (256, 128, 64, 32, 16)))
+    skips = model.get("skips", 0)
+    max_skips = min(decoder_blocks, stages)
+    if isinstance(skips, bool) or not isinstance(skips, int) or not 0 <= skips <= max_skips:
+        raise ConfigError(
+            f"model.skips={skips!r}: expected an integer from 0 to {max_skips} (one per decoder block "
+            f"that lands on an encoder stride)"
+        )
     loss = model.get("loss", "ce")
     if loss not in LOSSES:
         raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
@@ -119,6 +127,7 @@ class SegmentTask(TaskModule):
             dropout=dropout,
             batch_norm=bool(model.get("decoder_batch_norm", True)),
             encoder_stages=int(model.get("encoder_stages", 4)),
+            skips=model.get("skips", 0),
         )
         self.loss_name = str(model.get("loss", "ce"))
         self.dice_weight = float(model.get("dice_weight", 1.0))

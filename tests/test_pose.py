@@ -175,6 +175,31 @@ def test_lspet_fixture_loads_through_the_datamodule(tmp_path: Path) -> None:
     assert ((inside >= 0) & (inside < 64)).all()
 
 
+@pytest.mark.parametrize(
+    ("cache", "available", "kept"),
+    [(True, 0, True), (False, 10**12, False), ("auto", 10**12, True), ("auto", 1000, False)],
+)
+def test_cache_images_auto_follows_the_available_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: bool | str, available: int, kept: bool
+) -> None:
+    """`auto` keeps the decoded images only when they fit in a quarter of the available memory; without
+    the cache every sample is decoded on access and is the same."""
+    import datamodules.common
+
+    monkeypatch.setattr(datamodules.common, "available_memory_bytes", lambda: available)
+    _marked_lsp(tmp_path)
+    dm = LSPDataModule(str(tmp_path), root=str(tmp_path), image_size=64, train_count=None, val_fraction=0.0,
+                       test_fraction=0.0, num_workers=0, cache_images=cache)  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    assert (train.images is not None) == kept
+    image, _, _ = train[0]
+    assert torch.equal(image, dm.plain_dataset("train")[0][0])
+    with pytest.raises(ConfigError, match=r"data\.cache_images='sometimes': expected true, false or auto"):
+        LSPDataModule(str(tmp_path), cache_images="sometimes")
+
+
 def test_datamodule_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"data\.visible_value=2"):
         LSPDataModule(str(tmp_path), visible_value=2)

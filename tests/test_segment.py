@@ -319,6 +319,7 @@ def test_test_split_defaults_to_the_val_list(make_cfg) -> None:
         (["model.encoder=vgg16"], ConfigError, r"model.encoder='vgg16'"),
         (["model.num_classes=4"], ConfigError, r"model.num_classes=4 but the data has 9"),
         (["model.freeze_encoder_epochs=-1"], ConfigError, "freeze_encoder_epochs"),
+        (["model.skips=9"], ConfigError, r"model.skips=9: expected an integer from 0 to"),
         (["model.weights=IMAGENET1K_V1"], ConfigError, "nothing is downloaded"),
         (["data.augment=[{name: Spin}]"], ConfigError, r"data.augment\[0\].name='Spin'"),
     ],

@@ -267,6 +267,22 @@ def test_truncated_encoder_has_the_stride_and_loads_a_full_resnet(
         FCN(encoder_stages=5)
 
 
+def test_skips_start_as_the_plain_network_and_carry_fine_features() -> None:
+    """Skip projections start at zero (the same logits as without them), learn from the fine encoder
+    maps, and are bounded by the decoder blocks that land on an encoder stride."""
+    torch.manual_seed(0)
+    plain = FCN(num_classes=4, encoder_stages=2, decoder_channels=(16, 8, 8)).eval()
+    skipped = FCN(num_classes=4, encoder_stages=2, decoder_channels=(16, 8, 8), skips=2).eval()
+    assert [tuple(p.weight.shape) for p in skipped.skips] == [(16, 64, 1, 1), (8, 64, 1, 1)]
+    skipped.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 3, 48, 40)
+    assert torch.equal(plain(x), skipped(x))
+    skipped(x).square().mean().backward()
+    assert all(p.weight.grad.abs().sum() > 0 for p in skipped.skips)
+    with pytest.raises(ConfigError, match=r"model.skips=3: expected an integer from 0 to 2"):
+        FCN(encoder_stages=2, decoder_channels=(16, 8, 8), skips=3)
+
+
 def test_soft_dice_loss_on_known_cases() -> None:
     from tasks.segment import soft_dice_loss
 

@@ -44,19 +44,33 @@ class ResNetEncoder(nn.Module):
         self.stages = stages
         for k in range(1, stages + 1):
             setattr(self, f"layer{k}", getattr(net, f"layer{k}"))
-        last = getattr(net, f"layer{stages}")[-1]
-        self.out_channels: int = (
-            last.conv3.out_channels if hasattr(last, "conv3") else last.conv2.out_channels
-        )
+        self.out_channels: int = _block_channels(getattr(net, f"layer{stages}")[-1])
         self.stride = encoder_stride(stages)
         #: state-dict prefixes of a full torchvision ResNet that this encoder does not have
         self.dropped_prefixes: tuple[str, ...] = tuple(f"layer{k}." for k in range(stages + 1, 5))
+        #: channels of `features()`' maps, at strides 2, 4, ..., self.stride
+        self.feature_channels: tuple[int, ...] = (
+            net.conv1.out_channels,
+            *(_block_channels(getattr(net, f"layer{k}")[-1]) for k in range(1, stages + 1)),
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps at strides 2 (the stem, before max pooling), 4 (layer1), ..., `self.stride`."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        maps = [x]
+        x = self.maxpool(x)
         for k in range(1, self.stages + 1):
             x = getattr(self, f"layer{k}")(x)
-        return x
+            maps.append(x)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[-1]
+
+
+def _block_channels(block: nn.Module) -> int:
+    """Output channels of a torchvision BasicBlock (conv2) or Bottleneck (conv3)."""
+    return block.conv3.out_channels if hasattr(block, "conv3") else block.conv2.out_channels
 
 
 def bilinear_kernel(size: int = 4) -> torch.Tensor:
@@ -116,6 +130,7 @@ class FCN(nn.Module):
         dropout: float = 0.0,
         batch_norm: bool = True,
         encoder_stages: int = 4,
+        skips: int = 0,
     ) -> None:
         super().__init__()
         self.encoder_backbone_name = encoder
@@ -129,6 +144,20 @@ class FCN(nn.Module):
             )
         widths = [self.encoder.out_channels, *decoder_channels]
         self.decoder = nn.Sequential(*(_up_block(a, b, batch_norm) for a, b in pairwise(widths)))
+        # encoder maps finer than the output, finest last: stride/2, stride/4, ..., 2
+        finer = self.encoder.feature_channels[-2::-1]
+        max_skips = min(len(decoder_channels), len(finer))
+        if isinstance(skips, bool) or not isinstance(skips, int) or not 0 <= skips <= max_skips:
+            raise ConfigError(
+                f"model.skips={skips!r}: expected an integer from 0 to {max_skips} (one per decoder "
+                f"block that lands on an encoder stride)"
+            )
+        self.skips = nn.ModuleList(
+            nn.Conv2d(c_enc, c_dec, kernel_size=1, bias=False)
+            for c_enc, c_dec in zip(finer[:skips], decoder_channels[:skips], strict=True)
+        )
+        for projection in self.skips:
+            nn.init.zeros_(projection.weight)
         self.head = nn.Sequential(
             nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(widths[-1], num_classes, kernel_size=1),
@@ -140,7 +169,14 @@ class FCN(nn.Module):
         pad_h, pad_w = -height % self.stride, -width % self.stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        logits = self.head(self.decoder(self.encoder(x)))
+        maps = self.encoder.features(x)
+        y = maps[-1]
+        finer = maps[-2::-1]
+        for k, block in enumerate(self.decoder):
+            y = block(y)
+            if k < len(self.skips):
+                y = y + self.skips[k](finer[k])
+        logits = self.head(y)
         if logits.shape[-2:] != x.shape[-2:]:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :height, :width]
