@@ -110,6 +110,7 @@ def test_a_key_set_to_null_is_left_out() -> None:
         ("torch.optim.adam.torch.load", "is not a class or function of torch.optim.*"),
         ("torch.optim.RMSprp", "cannot be imported; did you mean torch.optim.RMSprop?"),
         ("visionlab.optim.one_cycle", "optimizer.lr is not a key of visionlab.optim.one_cycle"),
+        ("torch.optim.lr_scheduler.StepLR", "is not a torch.optim.optimizer.Optimizer"),
     ],
 )
 def test_only_allowlisted_targets_are_imported(target: str, message: str) -> None:
@@ -153,7 +154,9 @@ def test_the_name_form_of_older_checkpoints_still_builds(saved: dict, expected: 
     optimizer = build_optimizer(_groups(), saved)
     assert type(optimizer) is expected and optimizer.defaults["lr"] == saved["lr"]
     for name, kind in [("cosine", "LambdaLR"), ("onecycle", "LambdaLR"), ("step", "StepLR")]:
-        assert type(build_scheduler(optimizer, {"name": name}, 3, "val/acc", 9)["scheduler"]).__name__ == kind
+        saved_scheduler = {"name": name, "warmup_epochs": 1, "gamma": 0.5}  # all were accepted then
+        built = build_scheduler(optimizer, saved_scheduler, 3, "val/acc", 9)["scheduler"]
+        assert type(built).__name__ == kind
     plateau = build_scheduler(optimizer, {"name": "plateau", "gamma": 0.5}, 3, "val/acc")
     assert plateau["monitor"] == "val/acc" and plateau["scheduler"].factor == 0.5
     assert build_scheduler(optimizer, {"name": "none"}, 3, "val/acc") is None

@@ -24,6 +24,8 @@ from visionlab.keys import keyword_parameters, renamed_key_message, unknown_key_
 ALLOWED_TARGETS = ("torch.optim", "lightning", "visionlab")
 #: optimizers built with `fused=True` unless the config says otherwise (same update, fewer kernels)
 FUSED_BY_DEFAULT = (torch.optim.Adam, torch.optim.AdamW)
+#: what a `scheduler._target_` builds (ReduceLROnPlateau is no LRScheduler in every torch version)
+SCHEDULE_KINDS = (LRScheduler, ReduceLROnPlateau)
 #: keys of the `scheduler` group that go to Lightning's lr_scheduler dict, not to the schedule
 LIGHTNING_KEYS = ("interval", "frequency", "monitor")
 #: the targets of the `name:` form that checkpoints written before the config groups hold
@@ -66,9 +68,10 @@ def _typo_hint(path: str) -> str:
     return f"; did you mean {module}.{match[0]}?" if match else ""
 
 
-def resolve_target(group: str, path: Any) -> Callable[..., Any]:
-    """The class or function `path` names, imported only when it lies in ALLOWED_TARGETS (by its path
-    and by the module that defines it, so `visionlab.cli.os.system` is refused like `os.system`)."""
+def resolve_target(group: str, path: Any, kind: type | tuple[type, ...]) -> Callable[..., Any]:
+    """The class (a subclass of `kind`) or function `path` names, imported only when it lies in
+    ALLOWED_TARGETS by its path and by the module that defines it (so `visionlab.cli.os.system` is
+    refused like `os.system`); what a function builds is checked when it is called."""
     allowed = ", ".join(f"{prefix}.*" for prefix in ALLOWED_TARGETS)
     if not isinstance(path, str) or not path:
         raise ConfigError(f"{group}._target_={path!r} must be a dotted path such as torch.optim.AdamW")
@@ -81,7 +84,15 @@ def resolve_target(group: str, path: Any) -> Callable[..., Any]:
     defined_in = str(getattr(target, "__module__", "") or "")
     if not (inspect.isclass(target) or inspect.isfunction(target)) or not _allowed(defined_in):
         raise ConfigError(f"{group}._target_={path!r} is not a class or function of {allowed}")
+    if inspect.isclass(target) and not issubclass(target, kind):
+        raise ConfigError(f"{group}._target_={path!r} is not a {_dotted(kind)}")
     return target
+
+
+def _dotted(kind: Any) -> str:
+    """The dotted name of a class or function (or of several: `A or B`), for messages."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(f"{k.__module__}.{k.__qualname__}" for k in kinds)
 
 
 def _check_partial(group: str, value: Any) -> None:
@@ -121,7 +132,7 @@ def check_optimizer(cfg: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, 
     cfg = dict(cfg)
     _refuse_name("optimizer", cfg)
     path = cfg.pop("_target_", None)
-    target = resolve_target("optimizer", path)
+    target = resolve_target("optimizer", path, torch.optim.Optimizer)
     _check_partial("optimizer", cfg.pop("_partial_", True))
     cfg = _given(cfg)
     _check_arguments("optimizer", path, target, cfg, skip="params")
@@ -151,7 +162,7 @@ def check_scheduler(
                 f"scheduler.{sorted(cfg)[0]} is set but scheduler=none has no schedule to take it"
             )
         return None, {}, lightning
-    target = resolve_target("scheduler", path)
+    target = resolve_target("scheduler", path, SCHEDULE_KINDS)
     _check_partial("scheduler", partial)
     _check_arguments("scheduler", path, target, cfg, skip="optimizer")
     for key, minimum in (("warmup_epochs", 0), ("step_size", 1), ("patience", 0)):
@@ -193,6 +204,9 @@ def saved_form(group: str, cfg: dict[str, Any] | None) -> dict[str, Any] | None:
         }
     elif name == "step":
         cfg = {"step_size": cfg.get("step_size", 10), "gamma": cfg.get("gamma", 0.1)}
+    else:  # the only key each read then (the others were accepted and ignored)
+        read = "warmup_epochs" if name == "cosine" else "pct_start"
+        cfg = {read: cfg[read]} if read in cfg else {}
     interval = "step" if name == "onecycle" else "epoch"
     return {"_target_": SAVED_SCHEDULERS[name], "_partial_": True, **cfg, "interval": interval}
 
@@ -209,7 +223,7 @@ def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: dict[str, Any])
         kwargs.setdefault("fused", True)
     optimizer = _call("optimizer", target, list(param_groups), kwargs)
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigError(f"optimizer._target_={cfg.get('_target_')!r} did not build a torch optimizer")
+        raise ConfigError(f"optimizer._target_={_dotted(target)} built no {_dotted(torch.optim.Optimizer)}")
     return optimizer
 
 
@@ -237,10 +251,8 @@ def build_scheduler(
     takes = keyword_parameters(target) or set()
     kwargs = {**{k: v for k, v in facts.items() if k in takes}, **kwargs}
     scheduler = _call("scheduler", target, optimizer, kwargs)
-    if not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)):
-        raise ConfigError(
-            f"scheduler._target_={(cfg or {}).get('_target_')!r} did not build a learning-rate scheduler"
-        )
+    if not isinstance(scheduler, SCHEDULE_KINDS):
+        raise ConfigError(f"scheduler._target_={_dotted(target)} built no {_dotted(SCHEDULE_KINDS)}")
     out: dict[str, Any] = {"scheduler": scheduler, "interval": interval}
     if "frequency" in lightning:
         out["frequency"] = int(lightning["frequency"])
