@@ -56,7 +56,8 @@ TINY = {
     "embed": [
         "data.synthetic={num_train: 400, num_test: 100, seed: 0}",
         "data.batch_size=32",
-        "optimizer.name=adam",
+        "optimizer=adam",
+        "optimizer.momentum=null",  # the task's SGD momentum
         "optimizer.lr=0.003",
         "projector.digits=50",
     ],

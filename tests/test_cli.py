@@ -52,7 +52,19 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *expected: str) -
         ("train.py", ["task=pse"], ["did you mean task=pose?"]),
         ("train.py", ["model=resnet"], ["model=resnet", "resnet10"]),
         ("train.py", ["optimizer.lrr=0.1"], ["optimizer.lrr", "did you mean optimizer.lr?"]),
-        ("train.py", ["optimizer.zzz=1"], ["optimizer.zzz", "lr, name, weight_decay", "+optimizer.zzz=1"]),
+        ("train.py", ["optimizer.zzz=1"], ["optimizer.zzz", "lr, weight_decay", "+optimizer.zzz=1"]),
+        ("train.py", ["optimizer.name=adamw"], ["optimizer.name=adamw is the old form; use optimizer=adamw"]),
+        (
+            "train.py",
+            ["scheduler.name=cosine"],
+            ["scheduler.name=cosine is the old form; use scheduler=cosine"],
+        ),
+        ("train.py", ["optimizer._target_=os.system"], ["optimizer._target_='os.system' is not allowed"]),
+        (
+            "train.py",
+            ["optimizer=adam", "+optimizer.momentum=0.9"],
+            ["optimizer.momentum is not a key of torch.optim.Adam"],
+        ),
         ("train.py", ["trainer.max_epochs=[1"], ["trainer.max_epochs=[1"]),
         ("train.py", ["max_epochs"], ["'max_epochs'"]),
     ],
@@ -78,7 +90,10 @@ def test_unknown_added_key_is_refused_before_data_and_leaves_no_run_folder(tmp_p
     [
         ("+optimizer.lrr=0.1", "optimizer.lrr is not a key of torch.optim.AdamW; did you mean optimizer.lr?"),
         ("+trainer.max_epoch=3", "did you mean trainer.max_epochs?"),
-        ("+scheduler.gama=0.5", "did you mean scheduler.gamma?"),
+        (
+            "+scheduler.pct_strat=0.2",
+            "scheduler.pct_strat is not a key of visionlab.optim.one_cycle; did you mean scheduler.pct_start?",
+        ),
         ("+data.batchsize=8", "did you mean data.batch_size?"),
         ("+model.widht=2", "model.widht is not a key of"),
     ],
@@ -170,7 +185,9 @@ def test_unfinished_generations_of_killed_runs_are_cleaned(tmp_path: Path) -> No
         fcntl.flock(busy, fcntl.LOCK_EX)  # another process is generating this one
         ensure_generated(tmp_path / "lsp_easy_abc", lambda root: (root / "0001.png").write_bytes(b"y"))
     assert not (tmp_path / ".lsp_easy_abc.k2j4_x9q").exists()
-    assert (tmp_path / ".voc_easy_def.k2j4_x9q").is_dir() and (tmp_path / "lsp_easy_abc" / "0001.png").is_file()
+    assert (tmp_path / ".voc_easy_def.k2j4_x9q").is_dir() and (
+        tmp_path / "lsp_easy_abc" / "0001.png"
+    ).is_file()
 
 
 @pytest.mark.parametrize("script", ["train.py", "evaluate.py"])
@@ -202,8 +219,12 @@ def test_hydra_help_template_is_the_same_page() -> None:
         "import runpy, sys; import visionlab.cli as c; c.main = lambda f: f(); "
         "sys.argv = ['train.py', '--help']; runpy.run_path('train.py', run_name='__main__')"
     )
-    via_hydra = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    direct = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    via_hydra = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    direct = subprocess.run(
+        [sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert via_hydra.returncode == 0 and direct.returncode == 0, via_hydra.stderr[-2000:]
     assert via_hydra.stdout.rstrip("\n") == direct.stdout.rstrip("\n")
 

@@ -28,7 +28,8 @@ TINY_EMBED = [
     "task=embed",
     "data.synthetic={num_train: 400, num_test: 100, seed: 0}",
     "data.batch_size=32",
-    "optimizer.name=adam",
+    "optimizer=adam",
+    "optimizer.momentum=null",  # the task's SGD momentum
     "optimizer.lr=0.003",
     "data.num_workers=0",
     "trainer=cpu",
@@ -244,7 +245,6 @@ def test_convnet_trains_and_embeds_1000_d(make_cfg) -> None:
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",
-        "optimizer.name=adam",
         "optimizer.lr=0.001",
         "~logger",
         "callbacks.lr_monitor=null",

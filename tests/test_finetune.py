@@ -102,7 +102,7 @@ def test_resume_continues_from_the_saved_epoch(trained: Path, make_cfg) -> None:
     before = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
     assert before["epoch"] == 1 and state["epoch"] == 2
     assert state["global_step"] == before["global_step"] * 3 // 2
-    # the per-step schedule (scheduler.name=onecycle) went on, not restarted
+    # the per-step schedule (scheduler=onecycle) went on, not restarted
     assert state["lr_schedulers"][0]["last_epoch"] == state["global_step"]
 
 

@@ -42,14 +42,14 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(make_cfg) -> None:
     from visionlab.runner import train
 
     # a per-epoch schedule: a per-step one (onecycle) spans max_steps, which stops the first run here
-    train(make_cfg("trainer.max_epochs=3", "scheduler.name=cosine", run="straight"))
+    train(make_cfg("trainer.max_epochs=3", "scheduler=cosine", run="straight"))
     # stopped after epoch 0's three steps, with the same schedule (max_epochs) as the straight run
     first = make_cfg(
-        "trainer.max_epochs=3", "scheduler.name=cosine", "+trainer.max_steps=3", "run_test=false", run="interrupted"
+        "trainer.max_epochs=3", "scheduler=cosine", "+trainer.max_steps=3", "run_test=false", run="interrupted"
     )
     train(first)
     run = Path(first.paths.run_dir)
-    train(make_cfg(f"resume={run}", "trainer.max_epochs=3", "scheduler.name=cosine", run="unused"))
+    train(make_cfg(f"resume={run}", "trainer.max_epochs=3", "scheduler=cosine", run="unused"))
     straight = _final(Path(make_cfg(run="straight").paths.run_dir))
     assert _final(run) == straight
 

@@ -35,7 +35,8 @@ PER_TASK = [
     "pose_stage2:trainer.limit_train_batches=1.0",  # a quarter of 3 batches is none
     "embed:data.synthetic={num_train: 400, num_test: 100, seed: 0}",
     "embed:data.batch_size=32",
-    "embed:optimizer.name=adam",
+    "embed:optimizer=adam",
+    "embed:optimizer.momentum=null",  # the task's SGD momentum
     "embed:optimizer.lr=0.003",
 ]
 #: a bar on a key no task writes: it must come out as "missing", not as an error

@@ -37,7 +37,7 @@ TINY_SEGMENT = [
 ]
 #: the shared run: encoder frozen in epoch 0, trained at half the head's lr in epoch 1 (a constant lr:
 #: a cosine schedule ends at lr 0, so a resumed run would not move the weights in its first epoch)
-FREEZE = ["model.freeze_encoder_epochs=1", "model.encoder_lr_ratio=0.5", "scheduler.name=none"]
+FREEZE = ["model.freeze_encoder_epochs=1", "model.encoder_lr_ratio=0.5", "scheduler=none"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 import visionlab
 from visionlab.errors import ConfigError, VisionlabError
 from visionlab.help import help_text
-from visionlab.keys import unknown_key_message
+from visionlab.keys import RENAMED_GROUPS, renamed_key_message, unknown_key_message
 from visionlab.sweep import record_failure
 
 log = logging.getLogger("visionlab")
@@ -83,6 +83,9 @@ def hydra_error_message(err: BaseException) -> str:
     full_key = getattr(cause, "full_key", None)
     if str(err).startswith("Could not override") and full_key and key is not None:
         prefix, _, _ = str(full_key).rpartition(".")
+        old_form = re.search(rf"use \+{re.escape(str(full_key))}=(\S+)", str(err))
+        if prefix in RENAMED_GROUPS and key == "name" and old_form:
+            return renamed_key_message(str(full_key), old_form.group(1))
         siblings = [str(k) for k in parent] if hasattr(parent, "keys") else []
         added = re.search(r"use (\+\S+)", str(err))
         if not siblings:

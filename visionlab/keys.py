@@ -16,8 +16,8 @@ from visionlab.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-#: every key `build_scheduler` reads
-SCHEDULER_KEYS = ("name", "warmup_epochs", "pct_start", "step_size", "gamma", "patience", "mode")
+#: the config groups whose options were once chosen with a `name:` key (`optimizer.name=adamw`)
+RENAMED_GROUPS = ("optimizer", "scheduler")
 
 
 def nearest(key: str, valid: Iterable[str]) -> str | None:
@@ -35,7 +35,20 @@ def unknown_key_message(group: str, key: str, valid: Iterable[str], what: str = 
     return f"{group}.{key} is not a key of {where}; {hint}"
 
 
-def _parameters(fn: Any, skip: Iterable[str] = ()) -> set[str] | None:
+def renamed_key_message(key: str, value: str) -> str:
+    """For `optimizer.name=<x>` / `scheduler.name=<x>`, the form before these became config groups:
+    the command line that picks the same option now (`optimizer=<x>`)."""
+    group = key.partition(".")[0]
+    options = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    if value in options:
+        return f"{key}={value} is the old form; use {group}={value}"
+    torch_form = "torch.optim.<Class>" if group == "optimizer" else "torch.optim.lr_scheduler.<Class>"
+    return (
+        f"{key}={value} is the old form; use {group}=<{'|'.join(options)}> or {group}._target_={torch_form}"
+    )
+
+
+def keyword_parameters(fn: Any, skip: Iterable[str] = ()) -> set[str] | None:
     """The keyword parameters of `fn`, or None when it takes **kwargs (anything goes)."""
     params = inspect.signature(fn).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -56,15 +69,13 @@ def model_keys(option: str | None = None) -> frozenset[str]:
 
 
 def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None = None) -> None:
-    """Refuse a key of `optimizer`, `scheduler`, `trainer`, `data` or `model` that nothing reads.
+    """Refuse a key of `trainer`, `data` or `model` that nothing reads (`optimizer` and `scheduler`
+    keys are checked against their `_target_` by visionlab.optim).
 
-    optimizer: the arguments of the chosen torch optimizer; scheduler: what the schedules read;
     trainer: the arguments of lightning's Trainer; data: the task's DataModule arguments; model: the
     keys of the selected `conf/model/*.yaml` (`model_option`; all of them when it is not known)."""
     # lazy for speed: the CLI's one-line errors about unknown keys do not load lightning or torch
     import lightning.pytorch as pl
-
-    from visionlab.optim import OPTIMIZERS
 
     def refuse(group: str, keys: Iterable[Any], valid: set[str] | frozenset[str] | None, what: str) -> None:
         if valid is None:
@@ -73,27 +84,12 @@ def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None 
             if str(key) not in valid:
                 raise ConfigError(unknown_key_message(group, str(key), valid, what))
 
-    optimizer = cfg.get("optimizer")
-    if optimizer is not None:
-        name = str(optimizer.get("name", "sgd")).lower()
-        if name in OPTIMIZERS:
-            valid = _parameters(OPTIMIZERS[name].__init__, skip=("params",))
-            ignored = {"momentum", "nesterov"} if name != "sgd" else set()  # dropped for adam(w)
-            refuse(
-                "optimizer",
-                optimizer.keys(),
-                None if valid is None else valid | ignored | {"name"},
-                f"torch.optim.{OPTIMIZERS[name].__name__}",
-            )
-    scheduler = cfg.get("scheduler")
-    if scheduler is not None:
-        refuse("scheduler", scheduler.keys(), set(SCHEDULER_KEYS), "the schedules")
     trainer = cfg.get("trainer")
     if trainer is not None:
         refuse(
             "trainer",
             trainer.keys(),
-            _parameters(
+            keyword_parameters(
                 pl.Trainer.__init__,
                 skip=("callbacks", "logger", "default_root_dir", "plugins", "enable_checkpointing"),
             ),
@@ -104,7 +100,7 @@ def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None 
         refuse(
             "data",
             data.keys(),
-            _parameters(data_cls.__init__, skip=("data_dir",)),
+            keyword_parameters(data_cls.__init__, skip=("data_dir",)),
             f"{cfg.get('task_name')}'s data",
         )
     model = cfg.get("model")

@@ -198,7 +198,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"run_test={cfg.get('run_test')!r} must be true or false")
     compile_mode(cfg.get("compile"))
     if cfg.get("optimizer") is not None:
-        check_optimizer(_plain(cfg.optimizer))
+        check_optimizer(_plain(cfg.optimizer))  # its _target_ is resolved here, built in training
     check_scheduler(_plain(cfg.get("scheduler")))
     module_cls, data_cls = task_classes(cfg.task_name)
     check_keys(cfg, data_cls, _choice("model"))
