@@ -19,7 +19,7 @@ from torch import nn
 from datamodules.voc_format import VOID
 from tasks.base import TaskModule, plain, to_float_images
 from tasks.metrics.segmentation import SegmentationScores, format_iou_report
-from tasks.nets.fcn import ENCODERS, FCN
+from tasks.nets.fcn import DEFAULT_DECODER, ENCODERS, FCN, check_skips
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
 from tasks.segment_figures import overlay_panel
 from visionlab.checkpointing import load_task_checkpoint
@@ -73,14 +73,7 @@ def check_model(model: dict[str, Any]) -> float:
     stages = model.get("encoder_stages", 4)
     if isinstance(stages, bool) or stages not in (1, 2, 3, 4):
         raise ConfigError(f"model.encoder_stages={stages!r}: expected 1, 2, 3 or 4 ResNet stages")
-    decoder_blocks = len(model.get("decoder_channels", (256, 128, 64, 32, 16)))
-    skips = model.get("skips", 0)
-    max_skips = min(decoder_blocks, stages)
-    if isinstance(skips, bool) or not isinstance(skips, int) or not 0 <= skips <= max_skips:
-        raise ConfigError(
-            f"model.skips={skips!r}: expected an integer from 0 to {max_skips} (one per decoder block "
-            f"that lands on an encoder stride)"
-        )
+    check_skips(model.get("skips", 0), len(model.get("decoder_channels", DEFAULT_DECODER)), stages)
     loss = model.get("loss", "ce")
     if loss not in LOSSES:
         raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
@@ -123,7 +116,7 @@ class SegmentTask(TaskModule):
         self.net = FCN(
             num_classes=int(num_classes),
             encoder=str(model.get("encoder", "resnet18")),
-            decoder_channels=tuple(model.get("decoder_channels", (256, 128, 64, 32, 16))),
+            decoder_channels=tuple(model.get("decoder_channels", DEFAULT_DECODER)),
             dropout=dropout,
             batch_norm=bool(model.get("decoder_batch_norm", True)),
             encoder_stages=int(model.get("encoder_stages", 4)),

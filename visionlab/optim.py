@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from hydra.utils import get_object
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from visionlab.errors import ConfigError
@@ -43,20 +44,6 @@ def _allowed(path: str) -> bool:
     return any(path == prefix or path.startswith(prefix + ".") for prefix in ALLOWED_TARGETS)
 
 
-def _locate(path: str) -> Any:
-    """The object at dotted `path`: its longest importable module prefix, then attributes."""
-    parts = path.split(".")
-    for end in range(len(parts), 0, -1):
-        try:
-            found: Any = importlib.import_module(".".join(parts[:end]))
-        except ImportError:
-            continue
-        for part in parts[end:]:
-            found = getattr(found, part)
-        return found
-    raise ImportError(path)
-
-
 def _typo_hint(path: str) -> str:
     """`; did you mean <module>.<name>?` for a misspelt last part of `path`, else ''."""
     module, _, name = path.rpartition(".")
@@ -78,7 +65,7 @@ def resolve_target(group: str, path: Any, kind: type | tuple[type, ...]) -> Call
     if not _allowed(path):
         raise ConfigError(f"{group}._target_={path!r} is not allowed; a target comes from {allowed}")
     try:
-        target = _locate(path)
+        target = get_object(path)
     except Exception:
         raise ConfigError(f"{group}._target_={path!r} cannot be imported{_typo_hint(path)}") from None
     defined_in = str(getattr(target, "__module__", "") or "")

@@ -19,6 +19,8 @@ from torchvision import models
 from visionlab.errors import ConfigError
 
 ENCODERS = ("resnet18", "resnet34", "resnet50")
+#: the decoder widths of the full FCN (five x2 blocks back to full resolution)
+DEFAULT_DECODER = (256, 128, 64, 32, 16)
 STRIDE = 32  # the full encoder's output stride (4 stages): inputs are padded to a multiple of it
 
 
@@ -44,7 +46,6 @@ class ResNetEncoder(nn.Module):
         self.stages = stages
         for k in range(1, stages + 1):
             setattr(self, f"layer{k}", getattr(net, f"layer{k}"))
-        self.out_channels: int = _block_channels(getattr(net, f"layer{stages}")[-1])
         self.stride = encoder_stride(stages)
         #: state-dict prefixes of a full torchvision ResNet that this encoder does not have
         self.dropped_prefixes: tuple[str, ...] = tuple(f"layer{k}." for k in range(stages + 1, 5))
@@ -53,6 +54,7 @@ class ResNetEncoder(nn.Module):
             net.conv1.out_channels,
             *(_block_channels(getattr(net, f"layer{k}")[-1]) for k in range(1, stages + 1)),
         )
+        self.out_channels: int = self.feature_channels[-1]
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The maps at strides 2 (the stem, before max pooling), 4 (layer1), ..., `self.stride`."""
@@ -71,6 +73,17 @@ class ResNetEncoder(nn.Module):
 def _block_channels(block: nn.Module) -> int:
     """Output channels of a torchvision BasicBlock (conv2) or Bottleneck (conv3)."""
     return block.conv3.out_channels if hasattr(block, "conv3") else block.conv2.out_channels
+
+
+def check_skips(skips: object, decoder_blocks: int, encoder_stages: int) -> None:
+    """`model.skips` must be an integer from 0 to the decoder blocks that land on a finer encoder map
+    (one per stage: layer(k-1), ..., the stem)."""
+    most = min(decoder_blocks, encoder_stages)
+    if isinstance(skips, bool) or not isinstance(skips, int) or not 0 <= skips <= most:
+        raise ConfigError(
+            f"model.skips={skips!r}: expected an integer from 0 to {most} (one per decoder block "
+            f"that lands on an encoder stride)"
+        )
 
 
 def bilinear_kernel(size: int = 4) -> torch.Tensor:
@@ -126,7 +139,7 @@ class FCN(nn.Module):
         self,
         num_classes: int = 9,
         encoder: str = "resnet18",
-        decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
+        decoder_channels: Sequence[int] = DEFAULT_DECODER,
         dropout: float = 0.0,
         batch_norm: bool = True,
         encoder_stages: int = 4,
@@ -145,13 +158,8 @@ class FCN(nn.Module):
         widths = [self.encoder.out_channels, *decoder_channels]
         self.decoder = nn.Sequential(*(_up_block(a, b, batch_norm) for a, b in pairwise(widths)))
         # encoder maps finer than the output, finest last: stride/2, stride/4, ..., 2
+        check_skips(skips, len(decoder_channels), encoder_stages)
         finer = self.encoder.feature_channels[-2::-1]
-        max_skips = min(len(decoder_channels), len(finer))
-        if isinstance(skips, bool) or not isinstance(skips, int) or not 0 <= skips <= max_skips:
-            raise ConfigError(
-                f"model.skips={skips!r}: expected an integer from 0 to {max_skips} (one per decoder "
-                f"block that lands on an encoder stride)"
-            )
         self.skips = nn.ModuleList(
             nn.Conv2d(c_enc, c_dec, kernel_size=1, bias=False)
             for c_enc, c_dec in zip(finer[:skips], decoder_channels[:skips], strict=True)
