@@ -37,6 +37,24 @@ class TaskModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["task_name"] = self.task_name
 
+    # ---- the epoch's training loss --------------------------------------------------------------
+    def log_train_loss(self, loss: torch.Tensor, batch_size: int) -> None:
+        """Adds one step's loss to the epoch's batch-size-weighted mean `train/loss`, logged once in
+        `on_train_epoch_end`: two additions on the device per step, where a per-step `self.log` costs
+        more than the whole step of a small network on a CPU."""
+        value = loss.detach().float() * batch_size
+        if getattr(self, "_train_loss_sum", None) is None or self._train_loss_sum.device != value.device:
+            self._train_loss_sum, self._train_loss_count = torch.zeros_like(value), 0
+        self._train_loss_sum += value
+        self._train_loss_count += batch_size
+
+    def on_train_epoch_end(self) -> None:
+        """Logs the epoch's mean training loss (TensorBoard, progress bar, metrics.json) and resets it."""
+        count = getattr(self, "_train_loss_count", 0)
+        if count:
+            self.log("train/loss", self._train_loss_sum / count, prog_bar=True)
+        self._train_loss_sum, self._train_loss_count = None, 0
+
     # ---- optimisation -------------------------------------------------------------------------
     def backbone(self) -> nn.Module | None:
         """The pretrained part that `freeze_backbone` freezes; None = nothing to freeze."""

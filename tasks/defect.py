@@ -156,7 +156,7 @@ class DefectTask(TaskModule):
         loss = per_sample_loss(x, x_hat, self.loss_kind).mean()
         if self.settings["normalize"] == "zscore":
             self._add_error_stats(anomaly_map(x.float(), x_hat.detach().float()))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_train_loss(loss, x.shape[0])
         return loss
 
     def _add_error_stats(self, maps: torch.Tensor) -> None:

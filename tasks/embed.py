@@ -305,10 +305,11 @@ class EmbedTask(TaskModule):
         log_probs = self(x)
         loss = F.nll_loss(log_probs, y)
         self.train_acc.update(log_probs, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_train_loss(loss, y.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.log("train/acc", self.train_acc.compute())
         self.train_acc.reset()
 

@@ -92,7 +92,7 @@ class FinetuneTask(TaskModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_train_loss(loss, y.shape[0])
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 

@@ -260,7 +260,7 @@ class PoseTask(TaskModule):
             real = slice(0, estimate.numel() // 2)  # the crops around the actual stage s-1 estimates
             preds = denormalize_from_box(disp[real].detach(), crops.box_center[real], crops.box_size[real])
             preds = preds.view_as(estimate)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log_train_loss(loss, x.shape[0])
         for metric in self.train_metrics.values():
             metric.update(preds, joints, visible)
         return loss
@@ -398,6 +398,7 @@ class PoseTask(TaskModule):
         return out, metrics["pdj"]
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         scalars, _ = self._scalars("train")
         for metric in self.train_metrics.values():
             metric.reset()

@@ -192,7 +192,7 @@ class SegmentTask(TaskModule):
         x, y, _ = batch
         logits = self(x)
         loss = self.training_loss(logits, y)
-        self.log("train/loss", self._loss(logits.detach(), y), on_step=False, on_epoch=True, prog_bar=True)
+        self.log_train_loss(self._loss(logits.detach(), y), y.shape[0])
         return loss
 
     def _eval_step(self, batch: Any, batch_idx: int, stage: str) -> None:

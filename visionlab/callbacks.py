@@ -43,24 +43,40 @@ class LearningRates(LearningRateMonitor):
 class EpochLog(Callback):
     """Writes one line per training epoch into the run's log file (`train.log`): the epoch, its wall
     time and the epoch's summary metrics (train/*, val/*, time/*, lr; per-class values stay in
-    TensorBoard and metrics.json), so the log alone tells how the run went."""
+    TensorBoard and metrics.json), so the log alone tells how the run went. Lightning calls a
+    callback's `on_train_epoch_end` before the module's, so the line is written at the next epoch's
+    start (or the end of training), once what the module logs at its epoch end is there too."""
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_pending(trainer)
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
+            self._pending: tuple[int, float] | None = (trainer.current_epoch, seconds)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write_pending(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        self._write_pending(trainer)
+
+    def _write_pending(self, trainer: pl.Trainer) -> None:
+        """The line of the last finished epoch, if it is not written yet."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is None:
             return
+        epoch, seconds = pending
         values = {
             k: float(v)
             for k, v in trainer.callback_metrics.items()
             if v.numel() == 1 and (k.count("/") <= 1 or k.startswith("lr/")) and not k.endswith("_step")
         }
         shown = "  ".join(f"{k}={values[k]:.4g}" for k in sorted(values))
-        seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
-        log_to_files(
-            logging.INFO, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} ({seconds:.1f} s): {shown}"
-        )
+        log_to_files(logging.INFO, f"epoch {epoch + 1}/{trainer.max_epochs} ({seconds:.1f} s): {shown}")
 
 
 class EpochReseed(Callback):
