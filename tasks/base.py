@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from datamodules.contract import gpu_augmented
+from visionlab.errors import ConfigError
+from visionlab.keys import FREEZE_ALL
 from visionlab.optim import build_optimizer, build_scheduler
 
 
@@ -57,26 +59,21 @@ class TaskModule(pl.LightningModule):
 
     # ---- optimisation -------------------------------------------------------------------------
     def backbone(self) -> nn.Module | None:
-        """The pretrained part that `freeze_backbone` freezes; None = nothing to freeze."""
+        """The pretrained part that `model.freeze_backbone_epochs` freezes; None = nothing to freeze."""
         return None
 
-    def freeze_settings(self) -> tuple[bool, int | None, float]:
-        """(freeze at start, epoch from which everything trains or None, backbone lr ratio)."""
-        model = self.hparams.get("model", {}) or {}
-        return (
-            bool(model.get("freeze_backbone", False)),
-            model.get("unfreeze_epoch"),
-            float(model.get("backbone_lr_ratio", 1.0)),
-        )
+    def freeze_settings(self) -> tuple[int | None, float]:
+        """(epochs the backbone stays frozen, None = the whole run; backbone lr ratio): `freeze_schedule`."""
+        return freeze_schedule(self.hparams.get("model"))
 
     def backbone_frozen(self, epoch: int | None = None) -> bool:
         """Whether the backbone is frozen at `epoch` (default: the trainer's current epoch)."""
-        frozen, unfreeze_epoch, _ = self.freeze_settings()
-        if not frozen or self.backbone() is None:
+        frozen_epochs, _ = self.freeze_settings()
+        if frozen_epochs == 0 or self.backbone() is None:
             return False
         if epoch is None:
             epoch = self.trainer.current_epoch if self._trainer is not None else 0
-        return unfreeze_epoch is None or epoch < int(unfreeze_epoch)
+        return frozen_epochs is None or epoch < frozen_epochs
 
     def apply_freeze(self) -> None:
         """Set requires_grad and BatchNorm mode of the backbone for the current epoch."""
@@ -112,7 +109,7 @@ class TaskModule(pl.LightningModule):
             return [{"params": [p for p in self.parameters()], "lr": lr}]
         backbone_ids = {id(p) for p in backbone.parameters()}
         head = [p for p in self.parameters() if id(p) not in backbone_ids]
-        ratio = self.freeze_settings()[2]
+        ratio = self.freeze_settings()[1]
         return [
             {"params": head, "lr": lr, "name": "head"},
             {"params": list(backbone.parameters()), "lr": lr * ratio, "name": "backbone"},
@@ -141,7 +138,9 @@ class TaskModule(pl.LightningModule):
         """On the device: the data's batched augmentation while training (`data.gpu_augment`), then
         the task's `prepare_batch` (normalisation and the like)."""
         if self._trainer is not None and self.trainer.training:
-            batch = gpu_augmented(getattr(self.trainer, "datamodule", None), batch, self.trainer.current_epoch)
+            batch = gpu_augmented(
+                getattr(self.trainer, "datamodule", None), batch, self.trainer.current_epoch
+            )
         return self.prepare_batch(batch)
 
     def prepare_batch(self, batch: Any) -> Any:
@@ -202,6 +201,24 @@ def to_float_images(
         s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
         x = (x - m) / s
     return x.contiguous(memory_format=torch.channels_last)
+
+
+def freeze_schedule(model: dict[str, Any] | None) -> tuple[int | None, float]:
+    """The backbone freeze schedule of finetune and segment, checked: (`model.freeze_backbone_epochs`:
+    0 = train end to end, N = only the head for epochs < N, None for `all` = the whole run;
+    `model.backbone_lr_ratio`, the backbone's learning rate over the head's once it trains)."""
+    model = model or {}
+    epochs = model.get("freeze_backbone_epochs", 0)
+    ratio = model.get("backbone_lr_ratio", 1.0)
+    if epochs is None:
+        epochs = 0
+    if epochs != FREEZE_ALL and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
+        raise ConfigError(
+            f"model.freeze_backbone_epochs={epochs!r} must be an integer >= 0 or {FREEZE_ALL} (the whole run)"
+        )
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
+        raise ConfigError(f"model.backbone_lr_ratio={ratio!r} must be a positive number")
+    return (None if epochs == FREEZE_ALL else epochs), float(ratio)
 
 
 def _set_batchnorm_eval(module: nn.Module) -> None:

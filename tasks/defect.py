@@ -39,7 +39,9 @@ from visionlab.figures import save_figure
 
 log = logging.getLogger(__name__)
 LOSSES = ("mse", "ssim")
-#: model config keys passed to ConvAutoencoder (the rest: `loss`, `name`)
+#: `model.arch` of the defect task's network
+ARCH = "autoencoder"
+#: model config keys passed to ConvAutoencoder (the rest: `loss`, `arch`)
 NET_KEYS = (
     "in_channels",
     "input_size",
@@ -55,10 +57,12 @@ NET_KEYS = (
 
 def check_model(model: dict[str, Any], image_size: int | None) -> str:
     """Check `model.*` against the autoencoder's settings and `data.image_size`; returns the loss name."""
+    if model.get("arch", ARCH) != ARCH:
+        raise ConfigError(f"model.arch={model.get('arch')!r} is not a defect model; expected {ARCH!r}")
     loss = str(model.get("loss", "mse"))
     if loss not in LOSSES:
         raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
-    unknown = sorted(set(model) - {*NET_KEYS, "loss", "name"})
+    unknown = sorted(set(model) - {*NET_KEYS, "loss", "arch"})
     if unknown:
         raise ConfigError(f"model.{unknown[0]} is not an autoencoder setting; expected {sorted(NET_KEYS)}")
     size = model.get("input_size", 128)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from tasks.base import TaskModule, plain
+from tasks.base import TaskModule, freeze_schedule, plain
 from tasks.metrics.classification import classification_metrics, scalar_results
 from tasks.nets.classifiers import ARCHS, build_classifier, check_classifier
 from tasks.nets.weights import resolve_weights_file
@@ -33,9 +33,11 @@ class FinetuneTask(TaskModule):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        """The network name, its minimum input size and its local weights file, before data is loaded."""
+        """The network name, its minimum input size, the freeze schedule and the local weights file,
+        before data is loaded."""
         model = plain(cfg.model)
         check_classifier(model.get("arch"), cfg.data.get("image_size"))
+        freeze_schedule(model)
         if model.get("weights"):
             resolve_weights_file(str(model["arch"]), str(model["weights"]))
 

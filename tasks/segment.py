@@ -1,9 +1,11 @@
-"""`segment`: FCN semantic segmentation (ResNet encoder, transposed-conv decoder) on VOC-layout data.
+"""`segment`: FCN semantic segmentation (`model.arch=fcn`: a ResNet backbone, `model.backbone`, as the
+encoder; a transposed-conv decoder) on VOC-layout data.
 
-Training minimises per-pixel cross-entropy, ignoring void (255). `model.freeze_encoder_epochs=N`
+Training minimises per-pixel cross-entropy, ignoring void (255). `model.freeze_backbone_epochs=N`
 trains decoder and classifier alone for the first N epochs (encoder weights and BatchNorm statistics
-untouched), then everything with the encoder at `model.encoder_lr_ratio` x the head's learning rate.
-The frozen state follows from the epoch, so a run resumed after epoch N keeps training the encoder.
+untouched), then everything with the encoder at `model.backbone_lr_ratio` x the head's learning rate
+(the schedule finetune uses too: `tasks.base.freeze_schedule`). The frozen state follows from the
+epoch, so a run resumed after epoch N keeps training the encoder.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from datamodules.voc_format import VOID
-from tasks.base import TaskModule, plain, to_float_images
+from tasks.base import TaskModule, freeze_schedule, plain, to_float_images
 from tasks.metrics.segmentation import SegmentationScores, format_iou_report
-from tasks.nets.fcn import DEFAULT_DECODER, ENCODERS, FCN, check_skips
+from tasks.nets.fcn import ARCH, BACKBONES, DEFAULT_BACKBONE, DEFAULT_DECODER, FCN, check_skips
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
 from tasks.segment_figures import overlay_panel
 from visionlab.checkpointing import load_task_checkpoint
@@ -56,17 +58,19 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     return 1.0 - dice.mean()
 
 
+def backbone_name(model: dict[str, Any]) -> str:
+    """The FCN's ResNet, `model.backbone` (DEFAULT_BACKBONE when the key is absent)."""
+    return str(model.get("backbone", DEFAULT_BACKBONE))
+
+
 def check_model(model: dict[str, Any]) -> float:
-    """Check the FCN's `model.*` (encoder, freezing, encoder learning rate, dropout, local weights);
+    """Check the FCN's `model.*` (network, backbone, freezing, backbone learning rate, dropout, ...);
     returns the dropout."""
-    if model.get("encoder", "resnet18") not in ENCODERS:
-        raise ConfigError(f"model.encoder={model.get('encoder')!r}: expected one of {list(ENCODERS)}")
-    freeze_epochs = model.get("freeze_encoder_epochs") or 0
-    if isinstance(freeze_epochs, bool) or not isinstance(freeze_epochs, int) or freeze_epochs < 0:
-        raise ConfigError(f"model.freeze_encoder_epochs={freeze_epochs!r} must be an integer >= 0")
-    ratio = model.get("encoder_lr_ratio", 1.0)
-    if not isinstance(ratio, (int, float)) or ratio <= 0:
-        raise ConfigError(f"model.encoder_lr_ratio={ratio!r} must be a positive number")
+    if model.get("arch", ARCH) != ARCH:
+        raise ConfigError(f"model.arch={model.get('arch')!r} is not a segment model; expected {ARCH!r}")
+    if model.get("backbone", DEFAULT_BACKBONE) not in BACKBONES:
+        raise ConfigError(f"model.backbone={model.get('backbone')!r}: expected one of {list(BACKBONES)}")
+    freeze_schedule(model)
     dropout = float(model.get("dropout") or 0.0)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"model.dropout={dropout} must lie in [0, 1)")
@@ -115,7 +119,7 @@ class SegmentTask(TaskModule):
         dropout = check_model(model)
         self.net = FCN(
             num_classes=int(num_classes),
-            encoder=str(model.get("encoder", "resnet18")),
+            encoder=backbone_name(model),
             decoder_channels=tuple(model.get("decoder_channels", DEFAULT_DECODER)),
             dropout=dropout,
             batch_norm=bool(model.get("decoder_batch_norm", True)),
@@ -126,7 +130,7 @@ class SegmentTask(TaskModule):
         self.dice_weight = float(model.get("dice_weight", 1.0))
         weights = model.get("weights")
         if load_pretrained and weights:
-            path = resolve_weights_file(str(model.get("encoder", "resnet18")), str(weights))
+            path = resolve_weights_file(backbone_name(model), str(weights))
             skip = ("fc.", *self.net.encoder.dropped_prefixes)
             load_state_dict_file(self.net.encoder, path, skip_prefixes=skip)
         self.val_scores = self._scores(num_classes)
@@ -140,11 +144,11 @@ class SegmentTask(TaskModule):
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
-        """`model.*` and the encoder's local weights file, before data is loaded."""
+        """`model.*` and the backbone's local weights file, before data is loaded."""
         model = plain(cfg.model)
         check_model(model)
         if model.get("weights"):
-            resolve_weights_file(str(model.get("encoder", "resnet18")), str(model["weights"]))
+            resolve_weights_file(backbone_name(model), str(model["weights"]))
 
     def _scores(self, num_classes: int) -> SegmentationScores:
         return SegmentationScores(int(num_classes), VOID, self.class_names, validate_args=False)
@@ -154,21 +158,8 @@ class SegmentTask(TaskModule):
 
     # ---- freezing -----------------------------------------------------------------------------
     def backbone(self) -> nn.Module | None:
+        """The ResNet encoder: what `model.freeze_backbone_epochs` freezes (TaskModule's schedule)."""
         return self.net.encoder
-
-    def freeze_settings(self) -> tuple[bool, int | None, float]:
-        """Frozen for the first `model.freeze_encoder_epochs` epochs; encoder lr = ratio x head lr."""
-        model = self.hparams.model
-        epochs = int(model.get("freeze_encoder_epochs") or 0)
-        return epochs > 0, epochs, float(model.get("encoder_lr_ratio", 1.0))
-
-    def on_train_epoch_start(self) -> None:
-        """Apply the epoch's freeze state. Lightning restores every submodule's train/eval flag after
-        validation, so an encoder unfrozen this epoch must be put back into train mode explicitly
-        (otherwise its BatchNorm would keep the eval mode of the frozen epochs)."""
-        super().on_train_epoch_start()
-        if not self.backbone_frozen():
-            self.net.encoder.train(self.training)
 
     # ---- steps --------------------------------------------------------------------------------
     def prepare_batch(self, batch: Any) -> Any:

@@ -79,3 +79,15 @@ def assert_curves_only(acc: Any) -> None:
     assert not one_point and not any(t.startswith(("test/", "final/")) for t in tags), one_point
     with contextlib.suppress(KeyError):  # KeyError: no hparams summary at all, as it should be
         assert not acc.PluginTagToContent("hparams"), "the curves' run is no HPARAMS session"
+
+
+def with_old_model_keys(src: Path, dst: Path, old: dict[str, Any], drop: tuple[str, ...] = ()) -> Path:
+    """Copy checkpoint `src` to `dst` with its saved `model` hyperparameters in the form written before
+    the keys were renamed: the `drop` keys removed and `old` added (e.g. {"encoder": "resnet18"})."""
+    import torch
+
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    model = {k: v for k, v in state["hyper_parameters"]["model"].items() if k not in drop}
+    state["hyper_parameters"]["model"] = {**model, **old}
+    torch.save(state, dst)
+    return dst

@@ -62,6 +62,41 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *expected: str) -
         ("train.py", ["optimizer._target_=os.system"], ["optimizer._target_='os.system' is not allowed"]),
         (
             "train.py",
+            ["task=segment", "model.encoder=resnet34"],
+            ["model.encoder=resnet34 is the old name; use model.backbone=resnet34"],
+        ),
+        (
+            "train.py",
+            ["task=segment", "model.freeze_encoder_epochs=2"],
+            ["model.freeze_encoder_epochs=2 is the old name; use model.freeze_backbone_epochs=2"],
+        ),
+        (
+            "train.py",
+            ["task=segment", "model.encoder_lr_ratio=0.1"],
+            ["model.encoder_lr_ratio=0.1 is the old name; use model.backbone_lr_ratio=0.1"],
+        ),
+        (
+            "train.py",
+            ["model.freeze_backbone=true"],
+            ["model.freeze_backbone=true is the old form; use model.freeze_backbone_epochs=all"],
+        ),
+        (
+            "train.py",
+            ["model.freeze_backbone=true", "model.unfreeze_epoch=2"],
+            ["model.freeze_backbone=true is the old form; use model.freeze_backbone_epochs=all"],
+        ),
+        (
+            "train.py",
+            ["model.unfreeze_epoch=2"],
+            ["model.unfreeze_epoch=2 is the old form; use model.freeze_backbone_epochs=2"],
+        ),
+        (
+            "train.py",
+            ["task=defect", "model.name=autoencoder"],
+            ["model.name=autoencoder is the old name; use model.arch=autoencoder"],
+        ),
+        (
+            "train.py",
             ["optimizer=adam", "+optimizer.momentum=0.9"],
             ["optimizer.momentum is not a key of torch.optim.Adam"],
         ),

@@ -154,7 +154,46 @@ def test_unknown_keys_are_refused_by_name() -> None:
         ("pose", "model.width=0", "model.width=0 must be a positive number"),
         ("defect", "metrics.thresholds=[]", "metrics.thresholds=[] must be a non-empty list"),
         ("defect", "model.loss=l1", "model.loss='l1': expected one of"),
-        ("segment", "model.encoder=vgg16", "model.encoder='vgg16': expected one of"),
+        ("segment", "model.backbone=vgg16", "model.backbone='vgg16': expected one of"),
+        ("segment", "model.arch=unet", "model.arch='unet' is not a segment model; expected 'fcn'"),
+        ("defect", "model.arch=vae", "model.arch='vae' is not a defect model; expected 'autoencoder'"),
+        (
+            "finetune",
+            "model.freeze_backbone_epochs=-1",
+            "model.freeze_backbone_epochs=-1 must be an integer >= 0 or all",
+        ),
+        ("segment", "model.backbone_lr_ratio=0", "model.backbone_lr_ratio=0 must be a positive number"),
+        # the keys renamed so that one idea has one name (added with + they pass Hydra; train refuses them)
+        (
+            "segment",
+            "+model.encoder=resnet34",
+            "model.encoder=resnet34 is the old name; use model.backbone=resnet34",
+        ),
+        (
+            "segment",
+            "+model.freeze_encoder_epochs=2",
+            "model.freeze_encoder_epochs=2 is the old name; use model.freeze_backbone_epochs=2",
+        ),
+        (
+            "segment",
+            "+model.encoder_lr_ratio=0.1",
+            "model.encoder_lr_ratio=0.1 is the old name; use model.backbone_lr_ratio=0.1",
+        ),
+        (
+            "finetune",
+            "+model.freeze_backbone=true",
+            "model.freeze_backbone=true is the old form; use model.freeze_backbone_epochs=all",
+        ),
+        (
+            "finetune",
+            "+model.unfreeze_epoch=3",
+            "model.unfreeze_epoch=3 is the old form; use model.freeze_backbone_epochs=3",
+        ),
+        (
+            "defect",
+            "+model.name=autoencoder",
+            "model.name=autoencoder is the old name; use model.arch=autoencoder",
+        ),
         ("embed", "model.arch=lenet", "model.arch='lenet' is not an embed model"),
         ("embed", "symbols.k=0", "symbols.k=0 must be a positive integer"),
         ("segment", "scheduler._target_=os.system", "scheduler._target_='os.system' is not allowed"),
@@ -173,6 +212,7 @@ def test_task_settings_are_checked_before_any_data_is_loaded(
     cfg = compose_config(
         "train", [f"task={task}", override, f"paths.data_dir={data_dir}", f"paths.run_dir={tmp_path / 'run'}"]
     )
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
         train(cfg)
+    assert "\n" not in str(err.value)
     assert not data_dir.exists() or not any(data_dir.iterdir())  # nothing was generated or read

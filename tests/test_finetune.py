@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from datamodules.folder import index_class_folders
 from tasks.finetune import FinetuneTask
-from tests.conftest import assert_curves_only, hparams_scalars
+from tests.conftest import assert_curves_only, hparams_scalars, with_old_model_keys
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import evaluate, train
 
@@ -106,6 +106,29 @@ def test_resume_continues_from_the_saved_epoch(trained: Path, make_cfg) -> None:
     assert state["lr_schedulers"][0]["last_epoch"] == state["global_step"]
 
 
+def test_a_checkpoint_with_the_old_freeze_keys_evaluates_resumes_and_seeds_weights(
+    trained: Path, make_cfg, tmp_path: Path
+) -> None:
+    """Written before `model.freeze_backbone_epochs`: `freeze_backbone` / `unfreeze_epoch` in its hparams."""
+    from tasks.nets.classifiers import build_classifier
+
+    old = {"freeze_backbone": True, "unfreeze_epoch": 1}
+    drop = ("freeze_backbone_epochs",)
+    best = with_old_model_keys(trained / "checkpoints" / "best.ckpt", tmp_path / "best.ckpt", old, drop)
+    last = with_old_model_keys(trained / "checkpoints" / "last.ckpt", tmp_path / "last.ckpt", old, drop)
+    base = [b for b in _tiny() if "max_epochs" not in b]
+    results = evaluate(make_cfg(f"ckpt_path={best}", name="evaluate", run="eval_old", base=base))
+    assert results["test/acc"] == pytest.approx(
+        json.loads((trained / "metrics.json").read_text())["test/acc"]
+    )
+    cfg = make_cfg(f"ckpt_path={last}", "trainer.max_epochs=3", "run_test=false", run="resumed_old")
+    train(cfg)
+    assert torch.load(Path(cfg.paths.run_dir) / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    net = build_classifier("resnet10", 12, str(best))
+    saved = torch.load(best, weights_only=True)["state_dict"]
+    assert torch.equal(net.layer1[0].conv1.weight, saved["net.layer1.0.conv1.weight"])
+
+
 def test_same_seed_gives_identical_metrics(make_cfg) -> None:
     runs = [
         train(make_cfg("seed=7", "trainer.max_epochs=1", "run_test=false", run=f"r{i}")) for i in range(2)
@@ -116,7 +139,7 @@ def test_same_seed_gives_identical_metrics(make_cfg) -> None:
 def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(make_cfg) -> None:
     from visionlab.runner import build_datamodule, build_trainer
 
-    cfg = make_cfg("model.freeze_backbone=true", "trainer.max_epochs=1", "+trainer.limit_val_batches=0")
+    cfg = make_cfg("model.freeze_backbone_epochs=all", "trainer.max_epochs=1", "+trainer.limit_val_batches=0")
     dm = build_datamodule(cfg)
     module = FinetuneTask.from_config(cfg, dm.info())
     before = {k: v.clone() for k, v in module.net.state_dict().items()}
@@ -127,7 +150,7 @@ def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(make_cfg) -> Non
 
 
 def test_unfreeze_epoch_trains_the_backbone_again(make_cfg) -> None:
-    cfg = make_cfg("model.freeze_backbone=true", "model.unfreeze_epoch=1")
+    cfg = make_cfg("model.freeze_backbone_epochs=1")
     module = FinetuneTask.from_config(cfg, {"class_names": [str(i) for i in range(12)]})
     assert module.backbone_frozen(epoch=0) and not module.backbone_frozen(epoch=1)
 

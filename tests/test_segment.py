@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datamodules.synthetic.voc import CLASS_NAMES
 from datamodules.voc import VOCDataModule, build_pair_augment
 from tasks.segment import SegmentTask
-from tests.conftest import assert_curves_only, hparams_scalars
+from tests.conftest import assert_curves_only, hparams_scalars, with_old_model_keys
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import build_datamodule, build_trainer, evaluate, train
 
@@ -37,7 +37,7 @@ TINY_SEGMENT = [
 ]
 #: the shared run: encoder frozen in epoch 0, trained at half the head's lr in epoch 1 (a constant lr:
 #: a cosine schedule ends at lr 0, so a resumed run would not move the weights in its first epoch)
-FREEZE = ["model.freeze_encoder_epochs=1", "model.encoder_lr_ratio=0.5", "scheduler=none"]
+FREEZE = ["model.freeze_backbone_epochs=1", "model.backbone_lr_ratio=0.5", "scheduler=none"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -114,6 +114,19 @@ def test_evaluate_reproduces_training_numbers_and_prints_reference_format(
     assert (run / "overlays.png").stat().st_size > 1000
     rows = (run / "confusion_matrix.csv").read_text().splitlines()
     assert len(rows) == 1 + len(CLASS_NAMES) and rows[1].startswith("background,")
+
+
+def test_a_checkpoint_with_the_old_encoder_keys_evaluates_the_same(
+    trained: Path, make_cfg, tmp_path: Path
+) -> None:
+    """Written before `model.backbone` / `model.freeze_backbone_epochs`: `encoder`, `freeze_encoder_epochs`
+    and `encoder_lr_ratio` in its hparams, and no `arch`."""
+    old = {"encoder": "resnet18", "freeze_encoder_epochs": 1, "encoder_lr_ratio": 0.5}
+    drop = ("arch", "backbone", "freeze_backbone_epochs", "backbone_lr_ratio")
+    ckpt = with_old_model_keys(trained / "checkpoints" / "best.ckpt", tmp_path / "old.ckpt", old, drop)
+    results = evaluate(make_cfg(f"ckpt_path={ckpt}", name="evaluate", base=_eval_base()))
+    trained_metrics = json.loads((trained / "metrics.json").read_text())
+    assert results["test/miou"] == pytest.approx(trained_metrics["test/miou"], abs=1e-6)
 
 
 def test_compare_ckpt_prints_both_models_side_by_side(
@@ -316,9 +329,9 @@ def test_test_split_defaults_to_the_val_list(make_cfg) -> None:
         (["data.resize=crop"], ConfigError, r"data.resize='crop'"),
         (["data.val_split=nope"], DataError, r"nope\.txt: split list not found"),
         (["data.root=/nowhere/voc"], DataError, "does not exist"),
-        (["model.encoder=vgg16"], ConfigError, r"model.encoder='vgg16'"),
+        (["model.backbone=vgg16"], ConfigError, r"model.backbone='vgg16'"),
         (["model.num_classes=4"], ConfigError, r"model.num_classes=4 but the data has 9"),
-        (["model.freeze_encoder_epochs=-1"], ConfigError, "freeze_encoder_epochs"),
+        (["model.freeze_backbone_epochs=-1"], ConfigError, "freeze_backbone_epochs"),
         (["model.skips=9"], ConfigError, r"model.skips=9: expected an integer from 0 to"),
         (["model.weights=IMAGENET1K_V1"], ConfigError, "nothing is downloaded"),
         (["data.augment=[{name: Spin}]"], ConfigError, r"data.augment\[0\].name='Spin'"),

@@ -153,7 +153,7 @@ def test_fcn_output_has_input_resolution(
 
 
 def test_fcn_rejects_bad_config() -> None:
-    with pytest.raises(ConfigError, match=r"model\.encoder='vgg16'"):
+    with pytest.raises(ConfigError, match=r"model\.backbone='vgg16'"):
         FCN(encoder="vgg16")
     with pytest.raises(ConfigError, match="decoder_channels"):
         FCN(decoder_channels=(64,) * 6)

@@ -1,5 +1,6 @@
-"""Checkpoints: the one reader (weights_only=True, task checked), atomic writes, and a guard that stops
-on a non-finite loss before any checkpoint of the bad weights is written."""
+"""Checkpoints: the one reader (weights_only=True, task checked, saved hyperparameters upgraded to the
+current key names), atomic writes, and a guard that stops on a non-finite loss before any checkpoint of
+the bad weights is written."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from visionlab.errors import ConfigError, DataError, VisionlabError
+from visionlab.keys import upgraded_model
 
 #: what `read_task_checkpoint` says by default when torch.load refuses a file
 WEIGHTS_ONLY_REFUSED = "weights_only=True refused or failed: "
@@ -43,15 +45,30 @@ def read_task_checkpoint(
     saved = state.get("task_name") if isinstance(state, dict) else None
     if saved != task_name:
         raise ConfigError(mismatch.format(path=path, task=task_name, found=saved or "unknown", saved=saved))
-    return state
+    return upgraded_hparams(state)
 
 
-def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str) -> Any:
-    """Load a checkpoint with weights_only=True; a checkpoint of another task is a clear error."""
-    read_task_checkpoint(ckpt, task_name)
+def upgraded_hparams(state: dict[str, Any]) -> dict[str, Any]:
+    """`state` with its saved `model` hyperparameters under the current key names (a checkpoint written
+    before `model.arch` / `model.backbone` / `model.freeze_backbone_epochs`: see keys.upgraded_model)."""
+    hparams = state.get("hyper_parameters")
+    if not isinstance(hparams, dict) or "model" not in hparams:
+        return state
+    model = upgraded_model(hparams["model"])
+    if model is hparams["model"]:
+        return state
+    return {**state, "hyper_parameters": {**hparams, "model": model}}
+
+
+def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str, **kwargs: Any) -> Any:
+    """Load a checkpoint with weights_only=True, its saved hyperparameters upgraded (`upgraded_hparams`)
+    and `kwargs` passed to the constructor; a checkpoint of another task is a clear error."""
+    state = read_task_checkpoint(ckpt, task_name)
+    model = state.get("hyper_parameters", {}).get("model")
+    upgrade = {"model": model} if model is not None else {}
     try:
         return module_cls.load_from_checkpoint(
-            ckpt, map_location="cpu", weights_only=True, load_pretrained=False
+            ckpt, map_location="cpu", weights_only=True, **{"load_pretrained": False, **upgrade, **kwargs}
         )
     except RuntimeError as err:
         raise ConfigError(

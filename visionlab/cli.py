@@ -27,7 +27,13 @@ from omegaconf.errors import OmegaConfBaseException
 import visionlab
 from visionlab.errors import ConfigError, VisionlabError
 from visionlab.help import help_text
-from visionlab.keys import RENAMED_GROUPS, renamed_key_message, unknown_key_message
+from visionlab.keys import (
+    RENAMED_GROUPS,
+    RENAMED_MODEL_KEYS,
+    renamed_key_message,
+    renamed_model_key_message,
+    unknown_key_message,
+)
 from visionlab.sweep import record_failure
 
 log = logging.getLogger("visionlab")
@@ -86,6 +92,9 @@ def hydra_error_message(err: BaseException) -> str:
         old_form = re.search(rf"use \+{re.escape(str(full_key))}=(\S+)", str(err))
         if prefix in RENAMED_GROUPS and key == "name" and old_form:
             return renamed_key_message(str(full_key), old_form.group(1))
+        if prefix == "model" and str(key) in RENAMED_MODEL_KEYS:
+            value = old_form.group(1) if old_form else None
+            return renamed_model_key_message(str(key), value, has_value=old_form is not None)
         siblings = [str(k) for k in parent] if hasattr(parent, "keys") else []
         added = re.search(r"use (\+\S+)", str(err))
         if not siblings:

@@ -18,6 +18,18 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 #: the config groups whose options were once chosen with a `name:` key (`optimizer.name=adamw`)
 RENAMED_GROUPS = ("optimizer", "scheduler")
+#: `model.*` keys renamed so that one idea has one name in every task: old key -> new key. The command
+#: line and config files are refused with the new name; checkpoints saved with the old keys are upgraded
+RENAMED_MODEL_KEYS: dict[str, str] = {
+    "name": "arch",  # defect's autoencoder
+    "encoder": "backbone",  # segment's ResNet
+    "freeze_encoder_epochs": "freeze_backbone_epochs",  # segment
+    "encoder_lr_ratio": "backbone_lr_ratio",  # segment
+    "freeze_backbone": "freeze_backbone_epochs",  # finetune: true/false, with unfreeze_epoch
+    "unfreeze_epoch": "freeze_backbone_epochs",  # finetune: the epoch from which everything trained
+}
+#: `model.freeze_backbone_epochs` value that keeps the backbone frozen for the whole run
+FREEZE_ALL = "all"
 
 
 def nearest(key: str, valid: Iterable[str]) -> str | None:
@@ -46,6 +58,64 @@ def renamed_key_message(key: str, value: str) -> str:
     return (
         f"{key}={value} is the old form; use {group}=<{'|'.join(options)}> or {group}._target_={torch_form}"
     )
+
+
+def _as_override(value: Any) -> str:
+    """`value` as the command line writes it (true, null, 3, resnet34)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else str(value)
+
+
+def renamed_model_value(key: str, value: Any) -> str:
+    """The `freeze_backbone_epochs` / new-key value meaning what old `model.<key>=<value>` meant."""
+    text = _as_override(value)
+    if key == "freeze_backbone":
+        return FREEZE_ALL if text.lower() == "true" else "0"
+    if key == "unfreeze_epoch":
+        return FREEZE_ALL if text == "null" else text
+    return text
+
+
+def renamed_model_key_message(key: str, value: Any = None, has_value: bool = True) -> str:
+    """For an old `model.*` key (RENAMED_MODEL_KEYS): `model.<old>=<v> is the old name; use
+    model.<new>=<v>` ("old form" where the value changed form too)."""
+    new = RENAMED_MODEL_KEYS[key]
+    if not has_value:
+        return f"model.{key} is the old name; use model.{new}"
+    old = _as_override(value)
+    kind = "form" if key in ("freeze_backbone", "unfreeze_epoch") else "name"
+    message = f"model.{key}={old} is the old {kind}; use model.{new}={renamed_model_value(key, value)}"
+    if key == "freeze_backbone" and renamed_model_value(key, value) == FREEZE_ALL:
+        message += " (or model.freeze_backbone_epochs=N for the old model.unfreeze_epoch=N)"
+    return message
+
+
+def upgraded_model(model: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A checkpoint's saved `model` dict with the old keys (RENAMED_MODEL_KEYS) under their new names,
+    meaning what they meant when it was trained; a dict in the new form is returned as it is."""
+    if not isinstance(model, dict) or not set(model) & set(RENAMED_MODEL_KEYS):
+        return model
+    out: dict[str, Any] = {}
+    for key, value in model.items():
+        if key in ("freeze_backbone", "unfreeze_epoch"):
+            out.setdefault("freeze_backbone_epochs", _saved_freeze_epochs(model))
+        elif key in RENAMED_MODEL_KEYS:
+            out.setdefault(RENAMED_MODEL_KEYS[key], value)
+        else:
+            out[key] = value
+    if "encoder" in model:  # a segment FCN, saved before it had a model.arch
+        out = {"arch": "fcn", **out}
+    return out
+
+
+def _saved_freeze_epochs(model: dict[str, Any]) -> int | str:
+    """finetune's old `freeze_backbone` + `unfreeze_epoch` as `freeze_backbone_epochs`: frozen while
+    epoch < unfreeze_epoch (null: the whole run), nothing frozen without freeze_backbone."""
+    if not model.get("freeze_backbone"):
+        return 0
+    until = model.get("unfreeze_epoch")
+    return FREEZE_ALL if until is None else max(int(until), 0)
 
 
 def keyword_parameters(fn: Any, skip: Iterable[str] = ()) -> set[str] | None:
@@ -105,6 +175,9 @@ def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None 
         )
     model = cfg.get("model")
     if model is not None:
+        for key in model:
+            if str(key) in RENAMED_MODEL_KEYS:
+                raise ConfigError(renamed_model_key_message(str(key), model.get(key)))
         valid = model_keys(model_option) or model_keys()
         what = f"model={model_option}" if model_option and model_keys(model_option) else "any model"
         refuse("model", model.keys(), valid, what)

@@ -18,7 +18,11 @@ from torchvision import models
 
 from visionlab.errors import ConfigError
 
-ENCODERS = ("resnet18", "resnet34", "resnet50")
+#: `model.arch` of the segment task's network
+ARCH = "fcn"
+#: `model.backbone`: the torchvision ResNets the encoder can be, and the one used when none is named
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+DEFAULT_BACKBONE = "resnet18"
 #: the decoder widths of the full FCN (five x2 blocks back to full resolution)
 DEFAULT_DECODER = (256, 128, 64, 32, 16)
 STRIDE = 32  # the full encoder's output stride (4 stages): inputs are padded to a multiple of it
@@ -37,8 +41,8 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, name: str, stages: int = 4) -> None:
         super().__init__()
-        if name not in ENCODERS:
-            raise ConfigError(f"model.encoder={name!r}: expected one of {list(ENCODERS)}")
+        if name not in BACKBONES:
+            raise ConfigError(f"model.backbone={name!r}: expected one of {list(BACKBONES)}")
         if isinstance(stages, bool) or stages not in (1, 2, 3, 4):
             raise ConfigError(f"model.encoder_stages={stages!r}: expected 1, 2, 3 or 4 ResNet stages")
         net = getattr(models, name)(weights=None)
@@ -138,7 +142,7 @@ class FCN(nn.Module):
     def __init__(
         self,
         num_classes: int = 9,
-        encoder: str = "resnet18",
+        encoder: str = DEFAULT_BACKBONE,
         decoder_channels: Sequence[int] = DEFAULT_DECODER,
         dropout: float = 0.0,
         batch_norm: bool = True,
