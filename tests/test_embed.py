@@ -5,6 +5,8 @@ from a checkpoint, the transfer step, the second network, and clear errors for b
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +85,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, symbols: t
             f"symbols.test={symbols[1]}",
         ],
     )
-    train(cfg)
+    log_file = logging.FileHandler(run / "train.log")  # what Hydra's job logging sets up for a run
+    logging.getLogger().addHandler(log_file)
+    try:
+        train(cfg)
+    finally:
+        logging.getLogger().removeHandler(log_file)
+        log_file.close()
     return run
 
 
@@ -128,6 +136,23 @@ def test_tensorboard_has_scalars_filter_figures_and_projector(trained: Path) -> 
     rows = (folder / "tensors.tsv").read_text().splitlines()
     assert len(rows) == 58 and len(rows[0].split("\t")) == 50
     assert Image.open(folder / "sprite.png").size[0] >= 28 * 8
+
+
+def test_train_log_gives_each_epoch_its_own_training_metrics(trained: Path) -> None:
+    """train.log's epoch lines carry the numbers TensorBoard has for the same epoch (train/acc, logged at
+    the module's epoch end, once lagged one epoch behind and was missing from the first line)."""
+    acc = EventAccumulator(str(trained / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    lines = [
+        line
+        for line in (trained / "train.log").read_text().splitlines()
+        if re.search(r"epoch \d+/2 \(", line)
+    ]
+    assert len(lines) == 2
+    for line, loss, train_acc in zip(lines, acc.Scalars("train/loss"), acc.Scalars("train/acc"), strict=True):
+        shown = dict(item.split("=") for item in line.split("): ", 1)[1].split())
+        assert float(shown["train/loss"]) == pytest.approx(loss.value, rel=1e-3)
+        assert float(shown["train/acc"]) == pytest.approx(train_acc.value, rel=1e-3)
 
 
 def test_evaluate_reproduces_training_numbers_and_writes_tables(
