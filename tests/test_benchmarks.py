@@ -7,6 +7,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from benchmarks.throughput import Settings, markdown_table, measure_task, overrides_for, report
 
 #: the embed task on the same tiny generated digits as tests/test_embed.py (the session's data_dir holds
@@ -78,3 +80,30 @@ def test_augment_benchmark_times_both_recipes_and_each_gpu_op(tmp_path: Path) ->
         ops[:2] == ["whole recipe", "whole recipe"] and "RandomGaussianNoise" in ops and "RandomAffine" in ops
     )
     assert all(r["images_per_second"] > 0 for r in rows)
+
+
+def test_scaling_measures_each_size_and_cache_setting_in_its_own_process(tmp_path: Path) -> None:
+    """`python -m benchmarks.scaling`: one row per (size, cache) with img/s and the process's peak RSS."""
+    from benchmarks.scaling import main
+
+    out = tmp_path / "out"
+    args = ["--sizes", "40", "--cache", "true,false", "--steps", "1", "--warmup", "1"]
+    assert main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(out), "data.image_size=64"]) == 0
+
+    doc = json.loads((out / "scaling.json").read_text())
+    assert [(r["images"], r["cache"]) for r in doc["rows"]] == [(40, True), (40, False)]
+    for row in doc["rows"]:
+        assert row["real"] > 0 and row["loop"] > 0
+        assert 100 < row["peak_rss_mib"] < 64 * 1024  # a whole Python + torch process, in MiB
+    assert "| 40 | false |" in (out / "scaling.md").read_text()
+
+
+def test_scaling_refuses_a_malformed_list() -> None:
+    from benchmarks.scaling import parse_list
+
+    assert parse_list("1000, 4000", int, "--sizes") == [1000, 4000]
+    assert parse_list("false", bool, "--cache") == [False]
+    with pytest.raises(ValueError, match="--sizes '1k'"):
+        parse_list("1k", int, "--sizes")
+    with pytest.raises(ValueError, match="true/false"):
+        parse_list("yes", bool, "--cache")

@@ -1,0 +1,158 @@
+"""How a task's training cost grows with its dataset: img/s of the real pipeline and the peak resident
+memory of the process, at several embedded-set sizes, with the decoded images cached in memory and without.
+
+    python -m benchmarks.scaling [--task pose] [--sizes 1000,4000,16000] [--cache true,false]
+                                 [--steps 20] [--warmup 5] [--data-dir DIR] [--out DIR] [override ...]
+
+Every set is generated first (in this process, not measured). Then each (size, cache) pair runs
+`python -m benchmarks.throughput --tasks <task> --repeats 1 ...` in a process of its own, so the peak
+resident set size the operating system reports for that process (`os.wait4`) is this configuration's
+alone: the datamodule's setup (with the cache: every decoded training image), the model, and the
+bound / real / hand-loop measurements. `--out` gets `scaling.json` and `scaling.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.throughput import compose_task, environment
+from visionlab.runner import build_datamodule
+
+#: the key of the embedded-set size of each task that can cache its decoded images
+SIZE_KEYS = {
+    "pose": "data.synthetic.num_images",
+    "segment": "data.synthetic.num_images",
+    "defect": "data.synthetic.num_train",
+}
+
+
+def parse_list(text: str, kind: type, name: str) -> list[Any]:
+    """`1000,4000` -> [1000, 4000]; `true,false` -> [True, False]; anything else is a ValueError."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if kind is bool:
+        if not items or any(t not in ("true", "false") for t in items):
+            raise ValueError(f"{name} {text!r}: expected a comma-separated list of true/false")
+        return [t == "true" for t in items]
+    try:
+        values = [int(t) for t in items]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise ValueError(f"{name} {text!r}: expected a comma-separated list of positive integers")
+    return values
+
+
+def generate(task: str, overrides: Sequence[str]) -> None:
+    """Writes the embedded set these overrides name, if it is not on disk yet (not part of any measurement)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg, _ = compose_task(task, overrides, Path(tmp))
+        build_datamodule(cfg).prepare_data()
+
+
+def measure(task: str, overrides: Sequence[str], steps: int, warmup: int) -> dict[str, Any]:
+    """One configuration in its own process: its throughput row (img/s) and its peak RSS in MiB."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out, log = Path(tmp) / "throughput.json", Path(tmp) / "stderr.log"
+        command = [sys.executable, "-m", "benchmarks.throughput", "--trainer", "cpu", "--tasks", task,
+                   "--steps", str(steps), "--warmup", str(warmup), "--repeats", "1", "--out", str(out),
+                   *overrides]  # fmt: skip
+        with log.open("w") as stderr:
+            child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+            _, status, usage = os.wait4(child.pid, 0)  # reaps the child: its own rusage, not all children's
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"{shlex.join(command)} failed ({child.returncode}): {tail[0]}")
+        row = json.loads(out.read_text())["tasks"][task]
+    # ru_maxrss is in KiB on Linux
+    return {
+        "real": row["real"],
+        "loop": row["loop"],
+        "bound": row["bound"],
+        "peak_rss_mib": usage.ru_maxrss / 1024,
+    }
+
+
+def markdown(rows: Sequence[dict[str, Any]], task: str) -> str:
+    """The table of every configuration."""
+    lines = [
+        f"| {task} images | cache_images | (b) real img/s | (c) loop img/s | peak RSS (MiB) |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['images']:,} | {str(r['cache']).lower()} | {r['real']:,.1f} | {r['loop']:,.1f} "
+            f"| {r['peak_rss_mib']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scaling", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--task", default="pose", choices=sorted(SIZE_KEYS))
+    parser.add_argument("--sizes", default="1000,4000,16000", help="embedded-set sizes, comma-separated")
+    parser.add_argument("--cache", default="true,false", help="data.cache_images values, comma-separated")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the sets are generated")
+    parser.add_argument("--out", type=Path, default=None, help="folder for scaling.json and scaling.md")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every configuration")
+    args = parser.parse_args(argv)
+    try:
+        sizes = parse_list(args.sizes, int, "--sizes")
+        caches = parse_list(args.cache, bool, "--cache")
+    except ValueError as err:
+        parser.error(str(err))
+    if args.steps < 1 or args.warmup < 1:
+        parser.error("--steps and --warmup must be at least 1")
+
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        common = [
+            f"paths.data_dir={args.data_dir.resolve()}",
+            f"{SIZE_KEYS[args.task]}={size}",
+            *args.overrides,
+        ]
+        generate(args.task, ["trainer=cpu", *common])
+        for cache in caches:
+            print(
+                f"[{args.task}] {size} images, cache_images={str(cache).lower()}", file=sys.stderr, flush=True
+            )
+            result = measure(
+                args.task, [*common, f"data.cache_images={str(cache).lower()}"], args.steps, args.warmup
+            )
+            rows.append({"images": size, "cache": cache, **result})
+            print(
+                f"  real {result['real']:,.1f} img/s, peak RSS {result['peak_rss_mib']:,.0f} MiB",
+                file=sys.stderr,
+            )
+
+    command = "python -m benchmarks.scaling " + shlex.join(argv)
+    table = markdown(rows, args.task)
+    print(f"\n`{command}`\n\n{table}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        doc = {**environment(torch.device("cpu")), "command": command, "rows": rows}
+        (args.out / "scaling.json").write_text(json.dumps(doc, indent=2))
+        (args.out / "scaling.md").write_text(f"# Scaling of {args.task}\n\n{doc['date']}, {doc['device']}\n\n"
+                                             f"`{command}`\n\n{table}\n")  # fmt: skip
+        print(f"\nwritten: {args.out / 'scaling.md'}, {args.out / 'scaling.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
