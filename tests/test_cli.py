@@ -100,6 +100,19 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *expected: str) -
             ["optimizer=adam", "+optimizer.momentum=0.9"],
             ["optimizer.momentum is not a key of torch.optim.Adam"],
         ),
+        (
+            "train.py",
+            ["+callbacks.swa._target_=os.system"],
+            ["callbacks.swa._target_='os.system' is not allowed"],
+        ),
+        (
+            "train.py",
+            [
+                "+callbacks.swa._target_=lightning.pytorch.callbacks.StochasticWeightAveraging",
+                "+callbacks.swa.swa_lrz=0.01",
+            ],
+            ["callbacks.swa.swa_lrz is not a key of", "did you mean callbacks.swa.swa_lrs?"],
+        ),
         ("train.py", ["trainer.max_epochs=[1"], ["trainer.max_epochs=[1"]),
         ("train.py", ["max_epochs"], ["'max_epochs'"]),
     ],

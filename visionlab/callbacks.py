@@ -1,18 +1,19 @@
-"""Callbacks of the framework, built by name from `conf/callbacks/*.yaml`."""
+"""Callbacks of the framework, and the `callbacks` group built from the `_target_` of each entry of
+`conf/callbacks/*.yaml` (any allowed Callback class: `+callbacks.<name>._target_=...`)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 
-from visionlab.checkpointing import FiniteLossGuard
 from visionlab.cli import log_to_files
-from visionlab.errors import ConfigError
+from visionlab.targets import build_entries, check_entries
 
 
 class EpochTimer(Callback):
@@ -91,25 +92,16 @@ class EpochReseed(Callback):
         torch.manual_seed((self._base * 1_000_003 + 7919 * (trainer.current_epoch + 1)) % 2**63)
 
 
-CALLBACKS: dict[str, type[Callback]] = {
-    "checkpoint": ModelCheckpoint,
-    "last_checkpoint": ModelCheckpoint,
-    "lr_monitor": LearningRates,
-    "epoch_timer": EpochTimer,
-    "early_stopping": EarlyStopping,
-    "finite_loss": FiniteLossGuard,
-    "epoch_seed": EpochReseed,
-    "epoch_log": EpochLog,
-}
+#: an allowed callback class, for messages
+EXAMPLE = "lightning.pytorch.callbacks.StochasticWeightAveraging"
 
 
-def build_callbacks(specs: dict[str, Any] | None) -> list[Callback]:
-    """One callback per non-null entry of `callbacks`, keyed by the names in CALLBACKS."""
-    callbacks: list[Callback] = []
-    for name, kwargs in (specs or {}).items():
-        if kwargs is None:
-            continue
-        if name not in CALLBACKS:
-            raise ConfigError(f"callbacks.{name} is not known; expected one of {sorted(CALLBACKS)}")
-        callbacks.append(CALLBACKS[name](**kwargs))
-    return callbacks
+def check_callbacks(specs: Mapping[str, Any] | None) -> None:
+    """Refuse, before any data work, a `callbacks.<name>` entry whose `_target_` is not an allowed
+    Callback class or whose keys the class does not take."""
+    check_entries("callbacks", specs, Callback, EXAMPLE)
+
+
+def build_callbacks(specs: Mapping[str, Any] | None) -> list[Callback]:
+    """One callback per non-null entry of `callbacks` (resolved values), built from its `_target_`."""
+    return build_entries("callbacks", specs, Callback, EXAMPLE)

@@ -2,27 +2,22 @@
 
 Each is a plain dict with a `_target_` (a dotted path) and its keyword arguments (primitives only, so
 checkpoints keep loading with weights_only=True). The target is imported late, in configure_optimizers,
-and only from ALLOWED_TARGETS; the config is checked against the target's signature before any data
-work, so an unknown or misplaced key is one ConfigError naming the key and the target."""
+and only from the allowlist of visionlab.targets; the config is checked against the target's signature
+before any data work, so an unknown or misplaced key is one ConfigError naming the key and the target."""
 
 from __future__ import annotations
 
-import difflib
-import importlib
-import inspect
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from hydra.utils import get_object
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 
 from visionlab.errors import ConfigError
-from visionlab.keys import keyword_parameters, renamed_key_message, unknown_key_message
+from visionlab.keys import keyword_parameters, renamed_key_message
+from visionlab.targets import call, check_arguments, dotted, resolve_target
 
-#: the packages a `_target_` may come from (and the module its class or function must be defined in)
-ALLOWED_TARGETS = ("torch.optim", "lightning", "visionlab")
 #: optimizers built with `fused=True` unless the config says otherwise (same update, fewer kernels)
 FUSED_BY_DEFAULT = (torch.optim.Adam, torch.optim.AdamW)
 #: what a `scheduler._target_` builds (ReduceLROnPlateau is no LRScheduler in every torch version)
@@ -39,49 +34,7 @@ SAVED_SCHEDULERS = {
 }
 
 
-# ---- targets -----------------------------------------------------------------------------------
-def _allowed(path: str) -> bool:
-    return any(path == prefix or path.startswith(prefix + ".") for prefix in ALLOWED_TARGETS)
-
-
-def _typo_hint(path: str) -> str:
-    """`; did you mean <module>.<name>?` for a misspelt last part of `path`, else ''."""
-    module, _, name = path.rpartition(".")
-    try:
-        names = [n for n in dir(importlib.import_module(module)) if not n.startswith("_")]
-    except Exception:
-        return ""
-    match = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    return f"; did you mean {module}.{match[0]}?" if match else ""
-
-
-def resolve_target(group: str, path: Any, kind: type | tuple[type, ...]) -> Callable[..., Any]:
-    """The class (a subclass of `kind`) or function `path` names, imported only when it lies in
-    ALLOWED_TARGETS by its path and by the module that defines it (so `visionlab.cli.os.system` is
-    refused like `os.system`); what a function builds is checked when it is called."""
-    allowed = ", ".join(f"{prefix}.*" for prefix in ALLOWED_TARGETS)
-    if not isinstance(path, str) or not path:
-        raise ConfigError(f"{group}._target_={path!r} must be a dotted path such as torch.optim.AdamW")
-    if not _allowed(path):
-        raise ConfigError(f"{group}._target_={path!r} is not allowed; a target comes from {allowed}")
-    try:
-        target = get_object(path)
-    except Exception:
-        raise ConfigError(f"{group}._target_={path!r} cannot be imported{_typo_hint(path)}") from None
-    defined_in = str(getattr(target, "__module__", "") or "")
-    if not (inspect.isclass(target) or inspect.isfunction(target)) or not _allowed(defined_in):
-        raise ConfigError(f"{group}._target_={path!r} is not a class or function of {allowed}")
-    if inspect.isclass(target) and not issubclass(target, kind):
-        raise ConfigError(f"{group}._target_={path!r} is not a {_dotted(kind)}")
-    return target
-
-
-def _dotted(kind: Any) -> str:
-    """The dotted name of a class or function (or of several: `A or B`), for messages."""
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(f"{k.__module__}.{k.__qualname__}" for k in kinds)
-
-
+# ---- checks of a group's dict ----------------------------------------------------------------
 def _check_partial(group: str, value: Any) -> None:
     if value is not True:
         raise ConfigError(f"{group}._partial_={value!r} must be true: the {group} is built late, in training")
@@ -91,19 +44,6 @@ def _given(cfg: dict[str, Any]) -> dict[str, Any]:
     """The keys that are set: a key set to null is left out (the target's own default), so a file or
     command line can unset what an earlier one set (e.g. the task's SGD momentum when it picks Adam)."""
     return {key: value for key, value in cfg.items() if value is not None}
-
-
-def _check_arguments(
-    group: str, path: str, target: Callable[..., Any], kwargs: dict[str, Any], skip: str
-) -> None:
-    """Refuse a key `target` does not take, naming it, the target and how to unset it."""
-    valid = keyword_parameters(target, skip=(skip,))
-    if valid is None:
-        return
-    for key in kwargs:
-        if key not in valid:
-            message = unknown_key_message(group, key, valid, path)
-            raise ConfigError(f"{message} (or unset it: {group}.{key}=null)")
 
 
 def _refuse_name(group: str, cfg: dict[str, Any]) -> None:
@@ -122,7 +62,7 @@ def check_optimizer(cfg: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, 
     target = resolve_target("optimizer", path, torch.optim.Optimizer)
     _check_partial("optimizer", cfg.pop("_partial_", True))
     cfg = _given(cfg)
-    _check_arguments("optimizer", path, target, cfg, skip="params")
+    check_arguments("optimizer", path, target, cfg, skip="params", unset=True)
     lr = cfg.get("lr")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0:
         raise ConfigError(f"optimizer.lr={lr} must be a positive number")
@@ -151,7 +91,7 @@ def check_scheduler(
         return None, {}, lightning
     target = resolve_target("scheduler", path, SCHEDULE_KINDS)
     _check_partial("scheduler", partial)
-    _check_arguments("scheduler", path, target, cfg, skip="optimizer")
+    check_arguments("scheduler", path, target, cfg, skip="optimizer", unset=True)
     for key, minimum in (("warmup_epochs", 0), ("step_size", 1), ("patience", 0)):
         _check_int(key, cfg.get(key), minimum)
     for key in ("gamma", "factor"):
@@ -208,9 +148,9 @@ def build_optimizer(param_groups: Iterable[dict[str, Any]], cfg: dict[str, Any])
     target, kwargs = check_optimizer(saved_form("optimizer", cfg) or {})
     if target in FUSED_BY_DEFAULT and "foreach" not in kwargs:
         kwargs.setdefault("fused", True)
-    optimizer = _call("optimizer", target, list(param_groups), kwargs)
+    optimizer = call("optimizer", target, (list(param_groups),), kwargs)
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise ConfigError(f"optimizer._target_={_dotted(target)} built no {_dotted(torch.optim.Optimizer)}")
+        raise ConfigError(f"optimizer._target_={dotted(target)} built no {dotted(torch.optim.Optimizer)}")
     return optimizer
 
 
@@ -237,24 +177,15 @@ def build_scheduler(
     }
     takes = keyword_parameters(target) or set()
     kwargs = {**{k: v for k, v in facts.items() if k in takes}, **kwargs}
-    scheduler = _call("scheduler", target, optimizer, kwargs)
+    scheduler = call("scheduler", target, (optimizer,), kwargs)
     if not isinstance(scheduler, SCHEDULE_KINDS):
-        raise ConfigError(f"scheduler._target_={_dotted(target)} built no {_dotted(SCHEDULE_KINDS)}")
+        raise ConfigError(f"scheduler._target_={dotted(target)} built no {dotted(SCHEDULE_KINDS)}")
     out: dict[str, Any] = {"scheduler": scheduler, "interval": interval}
     if "frequency" in lightning:
         out["frequency"] = int(lightning["frequency"])
     if isinstance(scheduler, ReduceLROnPlateau) or lightning.get("monitor"):
         out["monitor"] = str(lightning.get("monitor") or monitor)
     return out
-
-
-def _call(group: str, target: Callable[..., Any], first: Any, kwargs: dict[str, Any]) -> Any:
-    """`target(first, **kwargs)`; a TypeError or ValueError of a wrong value is one ConfigError line."""
-    try:
-        return target(first, **kwargs)
-    except (TypeError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ConfigError(f"{group}: {reason} (keys given: {sorted(kwargs)})") from None
 
 
 # ---- visionlab's schedules ------------------------------------------------------------------------

@@ -14,17 +14,20 @@ import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from visionlab import sweep
-from visionlab.callbacks import build_callbacks
+from visionlab.callbacks import build_callbacks, check_callbacks
 from visionlab.checkpointing import AtomicCheckpointIO, load_task_checkpoint, read_task_checkpoint
 from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
 from visionlab.errors import ConfigError, DataError
 from visionlab.files import write_json
 from visionlab.keys import check_keys
+from visionlab.loggers import build_loggers as build_logger_entries
+from visionlab.loggers import check_loggers
 from visionlab.optim import check_optimizer, check_scheduler
 from visionlab.registry import task_classes
 from visionlab.report import write_run_report
@@ -200,6 +203,8 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.get("optimizer") is not None:
         check_optimizer(_plain(cfg.optimizer))  # its _target_ is resolved here, built in training
     check_scheduler(_plain(cfg.get("scheduler")))
+    check_callbacks(cfg.get("callbacks"))  # classes and keys checked here, objects built in the run
+    check_loggers(cfg.get("logger"))
     module_cls, data_cls = task_classes(cfg.task_name)
     check_keys(cfg, data_cls, _choice("model"))
     module_cls.check_config(cfg)
@@ -337,18 +342,8 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Ligh
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
-    """TensorBoard and/or CSV loggers from `cfg.logger` (null = none)."""
-    kinds = {"tensorboard": EpochlessTensorBoardLogger, "csv": CSVLogger}
-    loggers: list[Logger] = []
-    for name, kwargs in (_plain(cfg.get("logger")) or {}).items():
-        if kwargs is None:
-            continue
-        if name not in kinds:
-            raise ConfigError(f"logger.{name} is not known; expected one of {sorted(kinds)}")
-        if name == "tensorboard":
-            kwargs.setdefault("default_hp_metric", False)
-        loggers.append(kinds[name](**kwargs))
-    return loggers
+    """One logger per non-null entry of `cfg.logger` (null = none), built from its `_target_`."""
+    return build_logger_entries(_plain(cfg.get("logger")))
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] | bool) -> pl.Trainer:
@@ -364,22 +359,10 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] |
             logger=loggers,
             default_root_dir=str(cfg.paths.run_dir),
             plugins=[AtomicCheckpointIO()],
-            enable_checkpointing=any(type(c).__name__ == "ModelCheckpoint" for c in callbacks),
+            enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         )
     except TypeError as err:
         raise ConfigError(f"trainer: {err}") from None
-
-
-class EpochlessTensorBoardLogger(TensorBoardLogger):
-    """TensorBoardLogger that keeps SCALARS to curves: without Lightning's `epoch` scalar (a staircase
-    card; the step slider and every curve already show the progress) and without the test phase's
-    one-point values (`test/*`, logged once): those are in metrics.json, the summary ones in HPARAMS."""
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        curves = {k: v for k, v in metrics.items() if k != "epoch" and not k.startswith("test/")}
-        if curves:
-            super().log_metrics(curves, step)
 
 
 #: the TensorBoard run (a subfolder of the run's tensorboard/) that holds the run's HPARAMS session
@@ -401,7 +384,9 @@ def log_final_hparams(
             write_hparams_session(Path(logger.log_dir) / HPARAMS_RUN, flatten_config(cfg), summary, step)
 
 
-def hparams_metrics(cfg: DictConfig, metrics: dict[str, float], headline: tuple[str, ...]) -> dict[str, float]:
+def hparams_metrics(
+    cfg: DictConfig, metrics: dict[str, float], headline: tuple[str, ...]
+) -> dict[str, float]:
     """The metrics HPARAMS compares runs on: the task's headline test metrics (of the best checkpoint)
     and the monitored metric (its final value, which sweepers optimise, and its test value). Each is a
     scalar TensorBoard also shows in SCALARS, so best/* and per-class values stay in metrics.json."""
