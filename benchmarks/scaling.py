@@ -2,20 +2,19 @@
 memory of the process, at several embedded-set sizes, with the decoded images cached in memory and without.
 
     python -m benchmarks.scaling [--task pose] [--sizes 1000,4000,16000] [--cache true,false]
-                                 [--steps 20] [--warmup 5] [--data-dir DIR] [--out DIR] [override ...]
+                                 [--steps 20] [--warmup 5] [--repeats 3] [--data-dir DIR] [--out DIR] [override ...]
 
 Every set is generated first (in this process, not measured). Then each (size, cache) pair runs
-`python -m benchmarks.throughput --tasks <task> --repeats 1 ...` in a process of its own, so the peak
-resident set size the operating system reports for that process (`os.wait4`) is this configuration's
-alone: the datamodule's setup (with the cache: every decoded training image), the model, and the
-bound / real / hand-loop measurements. `--out` gets `scaling.json` and `scaling.md`.
+`python -m benchmarks.throughput --tasks <task> ...` in a process of its own, which reports its own
+peak resident memory (`VmHWM`): the imports, the datamodule's setup (with the cache: every decoded
+training image), the model, and the bound / real / hand-loop measurements, `--repeats` times
+(img/s: the median). `--out` gets `scaling.json` and `scaling.md`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -60,27 +59,25 @@ def generate(task: str, overrides: Sequence[str]) -> None:
         build_datamodule(cfg).prepare_data()
 
 
-def measure(task: str, overrides: Sequence[str], steps: int, warmup: int) -> dict[str, Any]:
-    """One configuration in its own process: its throughput row (img/s) and its peak RSS in MiB."""
+def measure(task: str, overrides: Sequence[str], steps: int, warmup: int, repeats: int) -> dict[str, Any]:
+    """One configuration in a process of its own: its throughput row (img/s) and that process's peak
+    resident memory in MiB (what it reports about itself: the parent's memory does not count)."""
     with tempfile.TemporaryDirectory() as tmp:
-        out, log = Path(tmp) / "throughput.json", Path(tmp) / "stderr.log"
+        out = Path(tmp) / "throughput.json"
         command = [sys.executable, "-m", "benchmarks.throughput", "--trainer", "cpu", "--tasks", task,
-                   "--steps", str(steps), "--warmup", str(warmup), "--repeats", "1", "--out", str(out),
+                   "--steps", str(steps), "--warmup", str(warmup), "--repeats", str(repeats), "--out", str(out),
                    *overrides]  # fmt: skip
-        with log.open("w") as stderr:
-            child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-            _, status, usage = os.wait4(child.pid, 0)  # reaps the child: its own rusage, not all children's
-        child.returncode = os.waitstatus_to_exitcode(status)
+        child = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         if child.returncode != 0:
-            tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+            tail = child.stderr.strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"{shlex.join(command)} failed ({child.returncode}): {tail[0]}")
-        row = json.loads(out.read_text())["tasks"][task]
-    # ru_maxrss is in KiB on Linux
+        doc = json.loads(out.read_text())
+    row = doc["tasks"][task]
     return {
         "real": row["real"],
         "loop": row["loop"],
         "bound": row["bound"],
-        "peak_rss_mib": usage.ru_maxrss / 1024,
+        "peak_rss_mib": doc["peak_rss_mib"],
     }
 
 
@@ -108,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", default="true,false", help="data.cache_images values, comma-separated")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="where the sets are generated")
     parser.add_argument("--out", type=Path, default=None, help="folder for scaling.json and scaling.md")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every configuration")
@@ -117,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         caches = parse_list(args.cache, bool, "--cache")
     except ValueError as err:
         parser.error(str(err))
-    if args.steps < 1 or args.warmup < 1:
-        parser.error("--steps and --warmup must be at least 1")
+    if min(args.steps, args.warmup, args.repeats) < 1:
+        parser.error("--steps, --warmup and --repeats must be at least 1")
 
     rows: list[dict[str, Any]] = []
     for size in sizes:
@@ -132,9 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"[{args.task}] {size} images, cache_images={str(cache).lower()}", file=sys.stderr, flush=True
             )
-            result = measure(
-                args.task, [*common, f"data.cache_images={str(cache).lower()}"], args.steps, args.warmup
-            )
+            overrides = [*common, f"data.cache_images={str(cache).lower()}"]
+            result = measure(args.task, overrides, args.steps, args.warmup, args.repeats)
             rows.append({"images": size, "cache": cache, **result})
             print(
                 f"  real {result['real']:,.1f} img/s, peak RSS {result['peak_rss_mib']:,.0f} MiB",

@@ -511,11 +511,23 @@ def run(
     return results
 
 
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory in MiB since it started (Linux `VmHWM`, which, unlike
+    `ru_maxrss`, does not carry the parent's size over a fork and exec); None where unknown."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else None
+
+
 def report(results: Sequence[TaskResult], settings: Settings, command: str) -> dict[str, Any]:
     """The JSON document of a benchmark run."""
     device = torch.device("cuda") if settings.trainer == "gpu" else torch.device("cpu")
     return {
         **environment(device),
+        "peak_rss_mib": peak_rss_mib(),
         "command": command,
         "settings": asdict(settings),
         "tasks": {r.task: r.as_json() for r in results},
@@ -565,7 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report(results, settings, command), indent=2))
 
-    results = run(tasks, settings, lambda text: print(text, file=sys.stderr, flush=True), args.keep_going, write)
+    results = run(
+        tasks, settings, lambda text: print(text, file=sys.stderr, flush=True), args.keep_going, write
+    )
     doc = report(results, settings, command)
     print(f"\n{doc['device']}, torch {doc['torch']}, lightning {doc['lightning']}, {doc['date']}")
     print(f"`{command}`\n")

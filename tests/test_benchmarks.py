@@ -44,6 +44,7 @@ def test_throughput_measures_bound_real_and_loop(data_dir: Path) -> None:
 
     doc = json.loads(json.dumps(report([result], settings, "python -m benchmarks.throughput")))
     assert {"device", "torch", "lightning", "date", "command", "settings"} <= set(doc)
+    assert doc["peak_rss_mib"] is None or doc["peak_rss_mib"] > 100  # the whole process, in MiB
     task = doc["tasks"]["embed"]
     assert task["pipeline_efficiency"] > 0 and task["framework_overhead"] > 0
     assert "| embed | mnist_net | 1x28x28 | 16 |" in markdown_table([result])
@@ -87,7 +88,7 @@ def test_scaling_measures_each_size_and_cache_setting_in_its_own_process(tmp_pat
     from benchmarks.scaling import main
 
     out = tmp_path / "out"
-    args = ["--sizes", "40", "--cache", "true,false", "--steps", "1", "--warmup", "1"]
+    args = ["--sizes", "40", "--cache", "true,false", "--steps", "1", "--warmup", "1", "--repeats", "1"]
     assert main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(out), "data.image_size=64"]) == 0
 
     doc = json.loads((out / "scaling.json").read_text())
