@@ -167,11 +167,24 @@ class SeededSamples(Dataset):
 def decode_all(
     items: Sequence[Any], load: Callable[[Any], np.ndarray], threads: int | None = None
 ) -> np.ndarray:
-    """Decode every item with `load` (in threads: PIL releases the GIL) and stack into one uint8 array."""
+    """Decode every item with `load` (in threads: PIL releases the GIL) straight into one preallocated
+    uint8 array, so the peak memory is the cache itself (stacking a list of copies doubled it)."""
+    if not len(items):
+        return np.zeros((0,), dtype=np.uint8)
+    first = load(items[0])
+    out = np.empty((len(items), *first.shape), dtype=first.dtype)
+    out[0] = first
+
+    def fill(index: int) -> None:
+        array = load(items[index])
+        if array.shape != first.shape:
+            raise ValueError(f"item {index} decodes to shape {array.shape}, item 0 to {first.shape}")
+        out[index] = array
+
     threads = threads or max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(threads) as pool:
-        arrays = list(pool.map(load, items))
-    return np.stack(arrays) if arrays else np.zeros((0,), dtype=np.uint8)
+        list(pool.map(fill, range(1, len(items))))
+    return out
 
 
 #: `data.cache_images: auto` keeps a split's decoded images in memory when they take at most this share
