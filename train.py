@@ -1,4 +1,4 @@
-"""Train a task: `python train.py task=<pose|defect|segment|finetune|embed> [key=value ...]`."""
+"""Train a task: `python train.py task=<name> [key=value ...]`, a task of conf/task/<name>.yaml."""
 
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ from datamodules.gpu_augment import build_gpu_augment
 from datamodules.lsp import augment_sample
 from datamodules.lsp_format import LSP_FLIP_PERMUTATION
 from datamodules.transforms import build_augment
+from visionlab.keys import tasks_available
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 #: default recipes per task: (CPU experiment, GPU experiment)
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--task", default="pose", choices=["finetune", "pose", "defect", "segment", "embed"])
+    parser.add_argument("--task", default="pose", choices=tasks_available())
     parser.add_argument(
         "--cpu-experiment", default=None, help="experiment whose data.augment is the CPU recipe"
     )

@@ -41,11 +41,11 @@ class GenerationResult:
 def time_generation(task: str, overrides: Sequence[str] = ()) -> GenerationResult:
     """Generate `task`'s embedded dataset (its config's `data.synthetic`) into a fresh temporary
     folder and time it, then time the first `setup("fit")` on it."""
-    from visionlab.registry import task_classes
+    from visionlab.runner import task_classes
 
-    _, data_cls = task_classes(task)
     with tempfile.TemporaryDirectory(prefix=f"visionlab_gen_{task}_") as tmp:
         cfg, _ = compose_task(task, ["trainer=cpu", *overrides], Path(tmp) / "run")
+        _, data_cls = task_classes(cfg)
         data_dir = Path(tmp) / "data"
         datamodule = data_cls(data_dir=str(data_dir), **OmegaConf.to_container(cfg.data, resolve=True))
         started = time.perf_counter()

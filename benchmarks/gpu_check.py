@@ -26,13 +26,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visionlab.keys import tasks_available
+
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("finetune", "pose", "defect", "segment", "embed")
+#: every task (one per conf/task/*.yaml), in the order the tables list them
+TASKS = tuple(tasks_available())
 #: the whole check must fit in this many seconds on an H200 (the shell enforces it)
 TOTAL_BUDGET_S = 480
 DRY_TOTAL_BUDGET_S = 1800
 
-#: the reference recipes (paper input sizes) per task, as in benchmarks/README.md
+#: the reference recipes (paper input sizes) per task, as in benchmarks/README.md (a task without one
+#: is measured at its defaults only)
 REFERENCE = {
     "finetune": "finetune_alexnet",
     "pose": "pose_augmented",
@@ -63,7 +67,7 @@ DRY_SWEEP = ["data.batch_size=16,32", "model.dropout=0.5", "trainer.max_epochs=1
 DRY_SWEEP_JOBS = 2
 RECIPE_EPOCHS = 2
 
-#: tiny settings per task for --dry-run (the same sizes as the tests use)
+#: tiny settings per task for --dry-run (the same sizes as the tests use; none for a task not listed)
 DRY: dict[str, list[str]] = {
     "finetune": ["data.image_size=32", "data.synthetic.image_size=32",
                  "data.synthetic.per_class={train: 6, val: 3, test: 3}", "data.batch_size=8"],
@@ -114,8 +118,8 @@ def task_overrides(task: str, dry_run: bool, experiment: str | None = None) -> l
     if not dry_run:
         return []
     if experiment is None:
-        return [*DRY[task], *DRY_COMMON]
-    return [*DRY[task], *DRY_EXPERIMENT.get(experiment, [])]
+        return [*DRY.get(task, []), *DRY_COMMON]
+    return [*DRY.get(task, []), *DRY_EXPERIMENT.get(experiment, [])]
 
 
 def throughput_step(
@@ -162,7 +166,18 @@ def augment_step(out: Path, dry_run: bool) -> Step:
               "--device", "cpu"] if dry_run else
              ["--batch", "128", "--samples", "1024", "--steps", "10", "--workers", "15", "--device", "cuda"])  # fmt: skip
     result = str(out / "steps" / "augment_alone.json")
-    argv = [sys.executable, "-m", "benchmarks.augment", "--task", "pose", *sizes, "--repeats", "1", "--out", result]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.augment",
+        "--task",
+        "pose",
+        *sizes,
+        "--repeats",
+        "1",
+        "--out",
+        result,
+    ]
     return Step("augment_alone", "pose_augmentation", 30, argv, clean=[result])
 
 
@@ -198,8 +213,9 @@ def data_configs(work: Path, dry_run: bool) -> list[tuple[str, list[str]]]:
     configs = []
     for task in TASKS:
         configs.append((task, task_overrides(task, dry_run)))
-        experiment = REFERENCE[task]
-        configs.append((task, [f"experiment={experiment}", *task_overrides(task, dry_run, experiment)]))
+        experiment = REFERENCE.get(task)
+        if experiment is not None:
+            configs.append((task, [f"experiment={experiment}", *task_overrides(task, dry_run, experiment)]))
     return [(t, [f"task={t}", *o, f"paths.data_dir={work / 'data'}"]) for t, o in configs]
 
 
@@ -212,13 +228,13 @@ def generate_data(work: Path, dry_run: bool) -> int:
 
     import datamodules  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE)
     from datamodules.symbols import resolve_symbol_folders
-    from visionlab.registry import task_classes
+    from visionlab.runner import task_classes
 
     for task, overrides in data_configs(work, dry_run):
         started = time.perf_counter()
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=overrides)
-        _, data_cls = task_classes(task)
+        _, data_cls = task_classes(cfg)
         kwargs = OmegaConf.to_container(cfg.data, resolve=True)
         data_cls(data_dir=str(Path(cfg.paths.data_dir).resolve()), **kwargs).prepare_data()  # type: ignore[arg-type]
         if task == "embed":
@@ -261,9 +277,17 @@ def throughput_rows(doc: dict[str, Any], dry_run: bool, judged: bool = True) -> 
     for task, r in doc.get("tasks", {}).items():
         row = {"task": task, "skipped": r.get("skipped")}
         if r.get("skipped") is None:
-            row.update({k: r.get(k) for k in ("model", "batch_size", "precision", "num_workers", "bound", "real", "loop")})
+            row.update(
+                {
+                    k: r.get(k)
+                    for k in ("model", "batch_size", "precision", "num_workers", "bound", "real", "loop")
+                }
+            )
             row["input"] = "x".join(map(str, r.get("input_shape", [])))
-            row["augment"] = "+".join(w for w, on in (("cpu", r.get("augment")), ("gpu", r.get("gpu_augment"))) if on) or "no"
+            row["augment"] = (
+                "+".join(w for w, on in (("cpu", r.get("augment")), ("gpu", r.get("gpu_augment"))) if on)
+                or "no"
+            )
             row["b_a"], row["b_c"] = r.get("pipeline_efficiency"), r.get("framework_overhead")
         if judged:
             row["b_a_target"] = EFFICIENCY_TARGET.get(task, DEFAULT_EFFICIENCY)
@@ -353,7 +377,7 @@ def recipes_section(steps: dict[str, Any], work: Path | None, dry_run: bool) -> 
         metrics = load_json(work / "runs" / task / "metrics.json") if work is not None and ok else {}
         rows.append({
             "task": task, "status": step.get("status", "not run"), "wall_s": step.get("wall_s"),
-            "train_s": metrics.get("time/train_s"), "metric": HEADLINE[task], "value": metrics.get(HEADLINE[task]),
+            "train_s": metrics.get("time/train_s"), "metric": HEADLINE.get(task), "value": metrics.get(HEADLINE.get(task, "")),
             "result": "dry run" if dry_run else ("measured" if metrics else "missing"),
         })  # fmt: skip
     return {"epochs": 1 if dry_run else RECIPE_EPOCHS, "trainer": "cpu" if dry_run else "gpu", "rows": rows}
@@ -433,7 +457,9 @@ def throughput_md(section: dict[str, Any]) -> list[str]:
     rows = []
     for r in section["rows"]:
         if r.get("skipped"):
-            rows.append([r["task"], f"not measured: {r['skipped']}", *[""] * 12, r["b_a_result"], r["b_c_result"]])
+            rows.append(
+                [r["task"], f"not measured: {r['skipped']}", *[""] * 12, r["b_a_result"], r["b_c_result"]]
+            )
             continue
         rows.append([r["task"], r["model"], r["input"], r["batch_size"], r["precision"], r["num_workers"], r["augment"],
                      _rate(r["bound"]), _rate(r["real"]), _rate(r["loop"]),
@@ -449,14 +475,23 @@ def pose_md(section: dict[str, Any], dry_run: bool) -> list[str]:
              _num(r["pipeline_efficiency"]), _num(r["framework_overhead"]),
              "dry run" if dry_run else ("measured" if r["real"] is not None else f"missing {r.get('skipped') or ''}".strip())]
             for r in section["rows"]]  # fmt: skip
-    lines = table(["run", "(a) bound img/s", "(b) real img/s", "(c) loop img/s", "b/a", "b/c", "result"], rows)
+    lines = table(
+        ["run", "(a) bound img/s", "(b) real img/s", "(c) loop img/s", "b/a", "b/c", "result"], rows
+    )
     lines += ["", f"kornia on the GPU against Albumentations in workers (real img/s): "
               f"{_num(section['gpu_augment_speedup'])}x; `compile=true` against eager: "
               f"{_num(section['compile_speedup_real'])}x real, {_num(section['compile_speedup_bound'])}x bound."]  # fmt: skip
     if dry_run:
-        lines += ["", "In a dry run `compile=true` runs with TORCH_COMPILE_DISABLE=1 (inductor takes minutes on a CPU)."]
+        lines += [
+            "",
+            "In a dry run `compile=true` runs with TORCH_COMPILE_DISABLE=1 (inductor takes minutes on a CPU).",
+        ]
     if section["augment_alone"]:
-        lines += ["", "Augmentation alone (`python -m benchmarks.augment`, random images of the recipe's size):", ""]
+        lines += [
+            "",
+            "Augmentation alone (`python -m benchmarks.augment`, random images of the recipe's size):",
+            "",
+        ]
         lines += table(["path", "ops", "img/s", "result"],
                        [[r["path"], r["ops"], _rate(r["images_per_second"]), "dry run" if dry_run else "measured"]
                         for r in section["augment_alone"]])  # fmt: skip
@@ -595,7 +630,9 @@ def write_plan(out: Path, work: Path, dry_run: bool, command: str, keep_steps: b
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("plan", help="write OUT/plan.json and print the steps: name<TAB>budget<TAB>command")
     p.add_argument("--out", type=Path, required=True)

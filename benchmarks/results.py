@@ -47,11 +47,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visionlab.keys import tasks_available
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PY = REPO / "train.py"
 EXPERIMENT_DIR = REPO / "conf" / "experiment"
-#: every task, in the order the tables list them
-TASKS = ("finetune", "pose", "defect", "segment", "embed")
+#: every task (one per conf/task/*.yaml), in the order the tables list them
+TASKS = tuple(tasks_available())
 TIERS = ("default", "cpu")
 #: studies: run only when named with --tasks (each is several trainings, longer than a tier-1 task, and
 #: not a task's own recipe); the same fixed experiments in every tier

@@ -48,10 +48,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import datamodules  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
 from datamodules.contract import gpu_augmented
 from visionlab.callbacks import build_callbacks
-from visionlab.runner import build_datamodule, build_loggers, build_module, build_trainer
+from visionlab.errors import ConfigError
+from visionlab.keys import tasks_available
+from visionlab.runner import build_datamodule, build_loggers, build_module, build_trainer, task_classes
 
-#: every task of the framework, in the order the tables list them
-TASKS = ("finetune", "pose", "defect", "segment", "embed")
+#: every task of the framework (one per conf/task/*.yaml), in the order the tables list them
+TASKS = tuple(tasks_available())
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 #: what a task module's `self.log` says on every step when no Trainer is attached (the hand loop)
@@ -366,16 +368,13 @@ def random_like(batch: Any) -> Any:
 # ---- one task ---------------------------------------------------------------------------------------------
 def measure_task(task: str, settings: Settings, log: Callable[[str], None] = print) -> TaskResult:
     """The three measurements of `task`, `settings.repeats` times each, interleaved."""
-    from visionlab.registry import task_classes
-
-    try:
-        task_classes(task)
-    except ImportError as err:
-        return TaskResult(task, skipped=f"does not import ({err})")
-
     with tempfile.TemporaryDirectory(prefix=f"visionlab_bench_{task}_") as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=re.escape(NO_TRAINER_LOG_WARNING))
         cfg, model_name = task_settings(task, settings, Path(tmp) / "run")
+        try:
+            task_classes(cfg)
+        except ConfigError as err:  # e.g. a task whose module needs a package that is not installed
+            return TaskResult(task, skipped=str(err))
         device = device_of(cfg)
         apply_torch_flags(cfg)
         if cfg.get("seed") is not None:

@@ -198,6 +198,29 @@ def test_unknown_keys_are_refused_by_name() -> None:
         ("embed", "symbols.k=0", "symbols.k=0 must be a positive integer"),
         ("segment", "scheduler._target_=os.system", "scheduler._target_='os.system' is not allowed"),
         ("pose", "optimizer.lr=0", "optimizer.lr=0 must be a positive number"),
+        # the task's classes, named by path in its config
+        (
+            "finetune",
+            "lightning_module=tasks.finetune.FinetuneTsk",
+            "lightning_module='tasks.finetune.FinetuneTsk': tasks.finetune has no FinetuneTsk; "
+            "did you mean tasks.finetune.FinetuneTask?",
+        ),
+        (
+            "pose",
+            "lightning_module=tasks.nowhere.PoseTask",
+            "lightning_module='tasks.nowhere.PoseTask' cannot be imported",
+        ),
+        (
+            "segment",
+            "datamodule=tasks.segment.SegmentTask",
+            "datamodule='tasks.segment.SegmentTask' is not a subclass of",
+        ),
+        ("defect", "lightning_module=DefectTask", "lightning_module='DefectTask' must be a dotted path"),
+        (
+            "embed",
+            "task_name=pose",
+            "task_name='pose' but lightning_module=tasks.embed.EmbedTask has task_name='embed'",
+        ),
     ],
 )
 def test_task_settings_are_checked_before_any_data_is_loaded(

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from visionlab.errors import ConfigError, DataError, VisionlabError
-from visionlab.keys import upgraded_model
+from visionlab.keys import keyword_parameters, upgraded_model
 
 #: what `read_task_checkpoint` says by default when torch.load refuses a file
 WEIGHTS_ONLY_REFUSED = "weights_only=True refused or failed: "
@@ -62,13 +62,16 @@ def upgraded_hparams(state: dict[str, Any]) -> dict[str, Any]:
 
 def load_task_checkpoint(module_cls: type, ckpt: Path, task_name: str, **kwargs: Any) -> Any:
     """Load a checkpoint with weights_only=True, its saved hyperparameters upgraded (`upgraded_hparams`)
-    and `kwargs` passed to the constructor; a checkpoint of another task is a clear error."""
+    and `kwargs` passed to the constructor (with `load_pretrained=False` when it takes that: the
+    checkpoint holds the weights); a checkpoint of another task is a clear error."""
     state = read_task_checkpoint(ckpt, task_name)
     model = state.get("hyper_parameters", {}).get("model")
     upgrade = {"model": model} if model is not None else {}
+    valid = keyword_parameters(module_cls.__init__)
+    no_download = {"load_pretrained": False} if valid is None or "load_pretrained" in valid else {}
     try:
         return module_cls.load_from_checkpoint(
-            ckpt, map_location="cpu", weights_only=True, **{"load_pretrained": False, **upgrade, **kwargs}
+            ckpt, map_location="cpu", weights_only=True, **{**no_download, **upgrade, **kwargs}
         )
     except RuntimeError as err:
         raise ConfigError(

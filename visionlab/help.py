@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from visionlab.keys import CONF_DIR, tasks_available
+
 DOCS_DIR = CONF_DIR.parent / "docs"
 _WIDTH = 100
 #: groups a user picks from; hydra/ is Hydra's own (see --hydra-help)
@@ -40,7 +40,7 @@ def help_text(entry: str = "train") -> str:
     parts = [
         f"usage: {USAGE[entry]}",
         textwrap.fill(
-            "Five vision tasks on PyTorch Lightning, configured with Hydra (conf/). Each run writes "
+            f"{len(tasks())} vision tasks on PyTorch Lightning, configured with Hydra (conf/). Each run writes "
             "outputs/<task>/<date>_<time>/: checkpoints/, tensorboard/, metrics.json, train.log.",
             _WIDTH,
         ),
@@ -50,7 +50,7 @@ def help_text(entry: str = "train") -> str:
         _section("examples", [f"{cmd}\n      {what}" if what else cmd for cmd, what in EXAMPLES[entry]]),
         textwrap.fill(
             "more: README.md (quick start, configuration, sweeps, TensorBoard, troubleshooting), "
-            "docs/<task>.md; Hydra's own flags: --hydra-help",
+            "docs/<task>.md, docs/adding-a-task.md; Hydra's own flags: --hydra-help",
             _WIDTH,
         ),
     ]
@@ -58,8 +58,8 @@ def help_text(entry: str = "train") -> str:
 
 
 def tasks() -> list[str]:
-    """The task names: one per conf/task/*.yaml."""
-    return sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+    """The task names: one per conf/task/*.yaml, in their `task_order`."""
+    return tasks_available(CONF_DIR)
 
 
 def _section(title: str, lines: list[str]) -> str:
@@ -109,7 +109,9 @@ def _key_lines(entry: str) -> list[str]:
             continue
         key = re.match(r"^([a-z_]+):", line)
         if key and key.group(1) != "defaults":
-            about = textwrap.wrap(_first_sentence(" ".join(comment)), _WIDTH - 14, break_on_hyphens=False) or [""]
+            about = textwrap.wrap(
+                _first_sentence(" ".join(comment)), _WIDTH - 14, break_on_hyphens=False
+            ) or [""]
             lines.append(f"{key.group(1):<10}  " + "\n              ".join(about))
         comment = [] if not line.startswith(" ") else comment
     return lines

@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 from visionlab.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+#: where a task config without `task_order` comes in `tasks_available`: after those that have one
+_UNORDERED = 10**6
 
 #: the config groups whose options were once chosen with a `name:` key (`optimizer.name=adamw`)
 RENAMED_GROUPS = ("optimizer", "scheduler")
@@ -30,6 +32,19 @@ RENAMED_MODEL_KEYS: dict[str, str] = {
 }
 #: `model.freeze_backbone_epochs` value that keeps the backbone frozen for the whole run
 FREEZE_ALL = "all"
+
+
+def tasks_available(conf_dir: Path = CONF_DIR) -> list[str]:
+    """The tasks, one per `conf/task/*.yaml`, in their `task_order` (then by name): what the benchmarks
+    run and list, read from the files without composing them."""
+    files = (conf_dir / "task").glob("*.yaml")
+    return [p.stem for p in sorted(files, key=lambda p: (_task_order(p), p.stem))]
+
+
+def _task_order(path: Path) -> int:
+    """A task config's `task_order` (an integer; missing or not one: after the others)."""
+    order = OmegaConf.load(path).get("task_order")
+    return order if isinstance(order, int) and not isinstance(order, bool) else _UNORDERED
 
 
 def nearest(key: str, valid: Iterable[str]) -> str | None:
@@ -128,9 +143,14 @@ def keyword_parameters(fn: Any, skip: Iterable[str] = ()) -> set[str] | None:
 
 
 @cache
-def model_keys(option: str | None = None) -> frozenset[str]:
-    """The keys of `conf/model/<option>.yaml`, or of all model options when `option` is None."""
-    files = [CONF_DIR / "model" / f"{option}.yaml"] if option else sorted((CONF_DIR / "model").glob("*.yaml"))
+def model_keys(option: str | None = None, conf_dirs: tuple[Path, ...] = (CONF_DIR,)) -> frozenset[str]:
+    """The keys of `model/<option>.yaml` in the first of `conf_dirs` that has it (Hydra's search path:
+    a task of one's own may bring its model options), or of all model options when `option` is None."""
+    if option:
+        candidates = (d / "model" / f"{option}.yaml" for d in conf_dirs)
+        files = [path for path in candidates if path.is_file()][:1]
+    else:
+        files = sorted(p for d in conf_dirs for p in (d / "model").glob("*.yaml"))
     keys: set[str] = set()
     for path in files:
         if path.is_file():
@@ -138,12 +158,17 @@ def model_keys(option: str | None = None) -> frozenset[str]:
     return frozenset(str(k) for k in keys)
 
 
-def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None = None) -> None:
+def check_keys(
+    cfg: Any,
+    data_cls: type | None = None,
+    model_option: str | None = None,
+    conf_dirs: tuple[Path, ...] = (CONF_DIR,),
+) -> None:
     """Refuse a key of `trainer`, `data` or `model` that nothing reads (`optimizer` and `scheduler`
     keys are checked against their `_target_` by visionlab.optim).
 
     trainer: the arguments of lightning's Trainer; data: the task's DataModule arguments; model: the
-    keys of the selected `conf/model/*.yaml` (`model_option`; all of them when it is not known)."""
+    keys of the selected `model/*.yaml` of `conf_dirs` (`model_option`; all of them when it is not known)."""
     # lazy for speed: the CLI's one-line errors about unknown keys do not load lightning or torch
     import lightning.pytorch as pl
 
@@ -178,6 +203,7 @@ def check_keys(cfg: Any, data_cls: type | None = None, model_option: str | None 
         for key in model:
             if str(key) in RENAMED_MODEL_KEYS:
                 raise ConfigError(renamed_model_key_message(str(key), model.get(key)))
-        valid = model_keys(model_option) or model_keys()
-        what = f"model={model_option}" if model_option and model_keys(model_option) else "any model"
+        own = model_keys(model_option, conf_dirs) if model_option else frozenset()
+        valid = own or model_keys(None, conf_dirs)
+        what = f"model={model_option}" if own else "any model"
         refuse("model", model.keys(), valid, what)

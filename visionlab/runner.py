@@ -19,18 +19,19 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from tasks.base import TaskModule
 from visionlab import sweep
 from visionlab.callbacks import build_callbacks, check_callbacks
 from visionlab.checkpointing import AtomicCheckpointIO, load_task_checkpoint, read_task_checkpoint
 from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
 from visionlab.errors import ConfigError, DataError
 from visionlab.files import write_json
-from visionlab.keys import check_keys
+from visionlab.keys import CONF_DIR, check_keys
 from visionlab.loggers import build_loggers as build_logger_entries
 from visionlab.loggers import check_loggers
 from visionlab.optim import check_optimizer, check_scheduler
-from visionlab.registry import task_classes
 from visionlab.report import write_run_report
+from visionlab.targets import resolve_class
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    module_cls, _ = task_classes(cfg.task_name)
+    module_cls, _ = task_classes(cfg)
     module = load_task_checkpoint(module_cls, ckpt, cfg.task_name)
     datamodule = build_datamodule(cfg, module.hparams.get("data_info"))
     expected = module.hparams.get("data_info", {}).get("class_names")
@@ -205,9 +206,36 @@ def validate_config(cfg: DictConfig) -> None:
     check_scheduler(_plain(cfg.get("scheduler")))
     check_callbacks(cfg.get("callbacks"))  # classes and keys checked here, objects built in the run
     check_loggers(cfg.get("logger"))
-    module_cls, data_cls = task_classes(cfg.task_name)
-    check_keys(cfg, data_cls, _choice("model"))
+    module_cls, data_cls = task_classes(cfg)
+    check_keys(cfg, data_cls, _choice("model"), _conf_dirs())
     module_cls.check_config(cfg)
+
+
+def task_classes(cfg: DictConfig) -> tuple[type[TaskModule], type[pl.LightningDataModule]]:
+    """The task's LightningModule and DataModule classes, named by its config's `lightning_module` and
+    `datamodule` (checked before any data work: a wrong path is one ConfigError line)."""
+    module_cls = resolve_class(
+        "lightning_module", cfg.get("lightning_module"), TaskModule, "tasks.finetune.FinetuneTask"
+    )
+    data_cls = resolve_class(
+        "datamodule", cfg.get("datamodule"), pl.LightningDataModule, "datamodules.folder.FolderDataModule"
+    )
+    if module_cls.task_name != cfg.get("task_name"):
+        raise ConfigError(
+            f"task_name={cfg.get('task_name')!r} but lightning_module={cfg.lightning_module} has "
+            f"task_name={module_cls.task_name!r}; they must be the same (checkpoints are checked by it)"
+        )
+    return module_cls, data_cls
+
+
+def _conf_dirs() -> tuple[Path, ...]:
+    """The config folders of the command line's search path (conf/ and any `hydra.searchpath` or
+    `--config-dir`), where the model options of a task of one's own are found."""
+    if not HydraConfig.initialized():
+        return (CONF_DIR,)
+    sources = HydraConfig.get().runtime.config_sources
+    found = [Path(str(s.path)) for s in sources if s.schema == "file" and s.path]
+    return tuple(dict.fromkeys([*found, CONF_DIR]))
 
 
 def _choice(group: str) -> str | None:
@@ -318,7 +346,7 @@ def prepare_run_dir(cfg: DictConfig) -> Path:
 def build_datamodule(cfg: DictConfig, trained_on: dict[str, Any] | None = None) -> pl.LightningDataModule:
     """The task's DataModule from `cfg.data`, prepared and set up (class names are needed to build
     the model). For evaluation, `trained_on` supplies the image size the checkpoint expects."""
-    _, data_cls = task_classes(cfg.task_name)
+    _, data_cls = task_classes(cfg)
     kwargs = _plain(cfg.data)
     if trained_on and "image_size" in trained_on and "image_size" in kwargs:
         kwargs["image_size"] = trained_on["image_size"]
@@ -333,7 +361,7 @@ def build_datamodule(cfg: DictConfig, trained_on: dict[str, Any] | None = None) 
 
 def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.LightningModule:
     """The task's LightningModule for training on `datamodule`, its networks compiled if `compile=`."""
-    module_cls, _ = task_classes(cfg.task_name)
+    module_cls, _ = task_classes(cfg)
     module = module_cls.from_config(cfg, datamodule.info())
     mode = compile_mode(cfg.get("compile"))
     if mode is not None:

@@ -1,4 +1,5 @@
-"""Objects named by a `_target_` in the config (optimizers, schedules, callbacks, loggers).
+"""Objects named by a `_target_` in the config (optimizers, schedules, callbacks, loggers), and the
+classes a task config names by path (`resolve_class`).
 
 A target is imported only from ALLOWED_TARGETS, checked on its dotted path and on the module that
 defines it; its keys are checked against its signature before any data work, and the object is built
@@ -113,6 +114,30 @@ def check_installed(key: str, path: str, target: Callable[..., Any]) -> None:
                 f"{key}._target_={path} needs the {package} package, which is not installed "
                 f"(pip install {package}, or turn it off: {key}=null)"
             )
+
+
+# ---- classes a config names by path: a task's `lightning_module` and `datamodule` ----------------
+def resolve_class(key: str, path: Any, kind: type, example: str) -> type:
+    """The class `path` names, a subclass of `kind`; from any importable module (a task may live in a
+    package of one's own), so not held to ALLOWED_TARGETS. A path that does not import or names
+    something else is one ConfigError line naming `key` and what was expected."""
+    expected = f"a dotted path to a subclass of {dotted(kind)}, e.g. {key}: {example}"
+    if not isinstance(path, str) or "." not in path.strip("."):
+        raise ConfigError(f"{key}={path!r} must be {expected}")
+    module_name, _, name = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConfigError(f"{key}={path!r} cannot be imported ({reason}); expected {expected}") from None
+    target = getattr(module, name, None)
+    if target is None:
+        raise ConfigError(
+            f"{key}={path!r}: {module_name} has no {name}{_typo_hint(path)}; expected {expected}"
+        )
+    if not inspect.isclass(target) or not issubclass(target, kind):
+        raise ConfigError(f"{key}={path!r} is not a subclass of {dotted(kind)}, e.g. {key}: {example}")
+    return target
 
 
 # ---- entries of object groups: `callbacks.<name>`, `logger.<name>` -------------------------------

@@ -50,6 +50,13 @@ def hydra_job() -> tuple[str | None, list[str]]:
     return str(hydra.job.name), [str(o) for o in hydra.overrides.task]
 
 
+def hydra_searchpath() -> list[str]:
+    """The running command's `hydra.searchpath` (config folders beside conf/), [] outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig  # lazy for speed, like the other report modules
+
+    return [str(p) for p in HydraConfig.get().searchpath] if HydraConfig.initialized() else []
+
+
 def machine(trainer: Any = None) -> dict[str, Any]:
     """Host, OS, CPU, library versions and the device the trainer ran on."""
     import lightning  # lazy for speed: the report command reads folders without torch
@@ -98,7 +105,7 @@ def _elapsed(run_dir: Path) -> float | None:
 def _settings_changed(config: dict[str, Any], task: str, kind: str) -> list[list[str]] | None:
     """Rows of the settings table, or None when the task's defaults cannot be composed here."""
     try:
-        return changed_settings(config, task_defaults(task, kind))
+        return changed_settings(config, task_defaults(task, kind, searchpath=hydra_searchpath()))
     except Exception as err:  # the report then says so instead of listing every setting
         log.debug("task defaults not composed: %s", err)
         return None

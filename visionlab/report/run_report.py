@@ -92,7 +92,8 @@ def settings_blocks(run: Run) -> list[Table | Text]:
     if rows is None:
         try:
             conf = _conf_dir(run)
-            rows = changed_settings(run.config, task_defaults(run.task, run.kind, conf))
+            searchpath = [str(p) for p in run.hydra.get("searchpath") or []]
+            rows = changed_settings(run.config, task_defaults(run.task, run.kind, conf, searchpath))
         except Exception as err:  # e.g. the project's conf/ is not beside the package
             return [Text(f"the task's defaults could not be composed here ({type(err).__name__}: {err})")]
     if not rows:

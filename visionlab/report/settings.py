@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,18 @@ def project_conf_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "conf"
 
 
-def task_defaults(task: str, kind: str, conf_dir: Path | None = None) -> dict[str, Any]:
+def task_defaults(
+    task: str, kind: str, conf_dir: Path | None = None, searchpath: Sequence[str] = ()
+) -> dict[str, Any]:
     """The flattened default config of `task` for `kind` (train or evaluate). Inside a running Hydra
-    app its own search path is used; otherwise `conf_dir` (default: the project's conf/)."""
+    app its own search path is used; otherwise `conf_dir` (default: the project's conf/). `searchpath`
+    is the run's `hydra.searchpath` (where a task of one's own has its config)."""
     from hydra import compose, initialize_config_dir  # lazy for speed: only to compose the defaults
     from hydra.core.global_hydra import GlobalHydra
 
     name, overrides = ("evaluate" if kind == "evaluate" else "train"), [f"task={task}"]
+    if searchpath:
+        overrides.append("hydra.searchpath=[" + ",".join(f"'{p}'" for p in searchpath) + "]")
     if GlobalHydra.instance().is_initialized():
         return flatten(compose(name, overrides=overrides))
     with initialize_config_dir(config_dir=str(conf_dir or project_conf_dir()), version_base="1.3"):
