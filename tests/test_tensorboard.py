@@ -153,3 +153,14 @@ def test_screenshot_script_writes_a_picture_per_dashboard(tmp_path: Path) -> Non
     for name in ("scalars", "hparams"):
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 20_000, name  # a rendered page, not a blank one
+
+
+def test_hparams_table_leaves_out_the_plumbing_keys(tmp_path: Path) -> None:
+    """HPARAMS shows hyperparameters (model/arch, optimizer/lr), not class paths or table positions."""
+    from tests.conftest import compose_config
+    from visionlab.runner import flatten_config
+
+    flat = flatten_config(compose_config("train", ["task=embed", f"paths.run_dir={tmp_path}"]))
+    assert flat["model/arch"] == "mnist_net" and "optimizer/lr" in flat
+    plumbing = ("lightning_module", "datamodule", "task_order", "paths")
+    assert not [k for k in flat if k.split("/")[0] in plumbing]

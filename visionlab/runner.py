@@ -447,10 +447,14 @@ def write_hparams_session(folder: Path, params: dict[str, Any], metrics: dict[st
         writer.close()
 
 
+#: top-level keys that are plumbing, not hyperparameters: left out of TensorBoard's HPARAMS table
+NOT_HPARAMS = ("paths", "hydra", "logger", "callbacks", "lightning_module", "datamodule", "task_order")
+
+
 def flatten_config(cfg: DictConfig) -> dict[str, Any]:
     """`model/arch`-style keys with scalar values (lists as text) for the hparams table."""
     tree = OmegaConf.to_container(cfg, resolve=True)
-    tree = {k: v for k, v in tree.items() if k not in ("paths", "hydra", "logger", "callbacks")}
+    tree = {k: v for k, v in tree.items() if k not in NOT_HPARAMS}
     flat: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
