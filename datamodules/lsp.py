@@ -13,7 +13,7 @@ Three stages:
 
 Batches are `(images uint8 (N, S, S, 3), joints float32 (N, 14, 2) in pixels of the letterboxed
 frame, visible bool (N, 14))`. Pixel coordinates are continuous (pixel (i, j) covers [j, j+1) x
-[i, i+1), see `tasks.pose_geometry`); Albumentations uses pixel-centre-at-integer coordinates, so
+[i, i+1), see `tasks.pose.geometry`); Albumentations uses pixel-centre-at-integer coordinates, so
 joints are shifted by 0.5 px around the augmentation call.
 """
 

@@ -17,8 +17,9 @@ from tensorboard.util import tensor_util
 
 from datamodules.mvtec import MVTecDataModule
 from tasks.defect import DefectTask, per_sample_loss
-from tasks.defect_eval import DEFAULT_SETTINGS, DefectEvaluation, quantile_threshold
+from tasks.defect.settings import DEFAULT_SETTINGS
 from tasks.metrics.anomaly import PixelAveragePrecision, f1_optimal_threshold, image_scores
+from tasks.metrics.defect import DefectEvaluation, quantile_threshold
 from tasks.nets.autoencoder import anomaly_map, reconstruction_loss
 from tests.conftest import assert_curves_only, hparams_scalars
 from visionlab.errors import ConfigError, DataError

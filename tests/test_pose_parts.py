@@ -16,7 +16,7 @@ from datamodules.lsp_format import JOINT_NAMES, LSP_FLIP_PERMUTATION, LSPAnnotat
 from datamodules.synthetic.lsp import generate_lsp
 from tasks.metrics.pose import LIMBS, PCP, PDJ
 from tasks.nets.deeppose import DeepPoseNet, select_joints
-from tasks.pose_geometry import crop_around, denormalize_from_box, normalize_to_box, torso_diameter
+from tasks.pose.geometry import crop_around, denormalize_from_box, normalize_to_box, torso_diameter
 from visionlab.errors import DataError
 
 LSPET = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "lspet"

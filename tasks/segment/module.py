@@ -5,7 +5,8 @@ Training minimises per-pixel cross-entropy, ignoring void (255). `model.freeze_b
 trains decoder and classifier alone for the first N epochs (encoder weights and BatchNorm statistics
 untouched), then everything with the encoder at `model.backbone_lr_ratio` x the head's learning rate
 (the schedule finetune uses too: `tasks.base.freeze_schedule`). The frozen state follows from the
-epoch, so a run resumed after epoch N keeps training the encoder.
+epoch, so a run resumed after epoch N keeps training the encoder. Figures: `tasks.segment.figures`;
+reports: `tasks.segment.reports`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from torch import nn
 
 from datamodules.voc_format import VOID
 from tasks.base import TaskModule, freeze_schedule, plain, to_float_images
-from tasks.metrics.segmentation import SegmentationScores, format_iou_report
+from tasks.metrics.segmentation import SegmentationScores
 from tasks.nets.fcn import ARCH, BACKBONES, DEFAULT_BACKBONE, DEFAULT_DECODER, FCN, check_skips
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
-from tasks.segment_figures import overlay_panel
+from tasks.segment import reports
+from tasks.segment.figures import overlay_panel
+from tasks.segment.reports import scalar_scores
 from visionlab.checkpointing import load_task_checkpoint
 from visionlab.errors import ConfigError
 from visionlab.figures import confusion_figure, save_figure
@@ -290,86 +293,19 @@ class SegmentTask(TaskModule):
         """confusion_matrix.png (+ .csv), overlays.png and, with compare_ckpt, compare_confusion_matrix.png."""
         if not self._test_scores:
             return
-        out_dir = Path(out_dir)
-        for key, prefix, title in (("main", "", "ckpt_path"), ("compare", "compare_", "compare_ckpt")):
-            if key not in self._test_scores:
-                continue
-            matrix = self._test_scores[key]["confusion_matrix"].cpu().numpy()
-            save_figure(
-                confusion_figure(matrix, self.class_names, f"{title}: pixels, % of true class", percent=True),
-                out_dir / f"{prefix}confusion_matrix.png",
-            )
-            header = "true\\predicted," + ",".join(self.class_names)
-            rows = [
-                f"{name}," + ",".join(str(int(v)) for v in row)
-                for name, row in zip(self.class_names, matrix, strict=True)
-            ]
-            (out_dir / f"{prefix}confusion_matrix.csv").write_text("\n".join([header, *rows]) + "\n")
+        reports.write_confusion(Path(out_dir), self._test_scores, self.class_names)
         if self._samples:
-            save_figure(self._overlay_figure(), out_dir / "overlays.png")
+            save_figure(self._overlay_figure(), Path(out_dir) / "overlays.png")
 
     def report_tables(self) -> dict[str, Any]:
         """Class names and the test confusion matrix of pixel counts (with compare_ckpt, also its own)."""
-        out: dict[str, Any] = {"class_names": self.class_names}
-        for key, scores in self._test_scores.items():
-            out["confusion" if key == "main" else f"{key}_confusion"] = (
-                scores["confusion_matrix"].cpu().long().tolist()
-            )
-        if "compare" in self._test_scores:
-            out["checkpoints"] = list(getattr(self, "_ckpt_names", ("ckpt_path", "compare_ckpt")))
-        return out
+        names = getattr(self, "_ckpt_names", ("ckpt_path", "compare_ckpt"))
+        return reports.report_tables(self._test_scores, self.class_names, names)
 
     def format_report(self) -> str:
         """The reference's `class #k (name): value` + `mean_iou` lines; with compare_ckpt, both models
         side by side per class. Classes absent from the split's ground truth and predictions print n/a."""
         if not self._test_scores:
             return super().format_report()
-        main = self._test_scores["main"]
-        lines = [
-            iou_report(main["iou"].tolist(), self.class_names, main["miou"].item()),
-            f"pixel_accuracy: {main['pixel_accuracy'].item():.4f}",
-        ]
-        if "compare" not in self._test_scores:
-            return "\n".join(lines)
-        other = self._test_scores["compare"]
         names = getattr(self, "_ckpt_names", ("ckpt_path", "compare_ckpt"))
-        labels = [f"class #{k} ({n})" for k, n in enumerate(self.class_names)]
-        width = max(len(s) for s in [*labels, "pixel_accuracy"]) + 1
-        lines += [
-            "",
-            "side by side: A = ckpt_path, B = compare_ckpt",
-            f"  A: {names[0]}",
-            f"  B: {names[1]}",
-            f"{'':<{width}}  {'A':>7}  {'B':>7}  {'B - A':>7}",
-        ]
-        rows = list(zip(labels, main["iou"].tolist(), other["iou"].tolist(), strict=True))
-        rows += [("mean_iou", main["miou"].item(), other["miou"].item())]
-        rows += [("pixel_accuracy", main["pixel_accuracy"].item(), other["pixel_accuracy"].item())]
-        for label, a, b in rows:
-            lines.append(f"{label + ':':<{width}}  {_fmt(a)}  {_fmt(b)}  {_fmt(b - a, signed=True)}")
-        return "\n".join(lines)
-
-
-def iou_report(iou: list[float], class_names: list[str], miou: float) -> str:
-    """`format_iou_report`'s lines, with `n/a` for classes whose IoU is undefined (absent)."""
-    lines = format_iou_report(iou, class_names, miou).splitlines()
-    for k, value in enumerate(iou):
-        if value != value:
-            lines[k] = f"class #{k} ({class_names[k]}): n/a (absent from ground truth and predictions)"
-    return "\n".join(lines)
-
-
-def _fmt(value: float, signed: bool = False) -> str:
-    if value != value:  # NaN: class absent
-        return f"{'n/a':>7}"
-    return f"{value:+7.4f}" if signed else f"{value:7.4f}"
-
-
-def scalar_scores(scores: dict[str, torch.Tensor], class_names: list[str], prefix: str) -> dict[str, float]:
-    """`<prefix>/miou`, `<prefix>/pixel_acc` and `<prefix>/iou/<class>` as floats; classes absent from
-    both ground truth and predictions (IoU undefined) are left out rather than logged as NaN."""
-    out = {f"{prefix}/miou": scores["miou"].item(), f"{prefix}/pixel_acc": scores["pixel_accuracy"].item()}
-    for name, value in zip(class_names, scores["iou"].tolist(), strict=True):
-        if value == value:
-            out[f"{prefix}/iou/{name}"] = value
-    return out
+        return reports.format_report(self._test_scores, self.class_names, names)

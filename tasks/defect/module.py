@@ -4,7 +4,8 @@ Training minimises the reconstruction loss (MSE, or 1 - SSIM) on good images. Va
 reconstruction loss of its good images and fits the decision thresholds; when it holds defective images
 (`data.val_defect_fraction`) it also reports the detection metrics every epoch. Test applies the
 thresholds fitted on validation (stored as buffers, so they travel with every checkpoint) and reports
-the reference's pixel scores and the standard metrics (see `tasks.defect_eval` and docs/defect.md).
+the reference's pixel scores and the standard metrics (see `tasks.metrics.defect`,
+`tasks.defect.reports` and docs/defect.md).
 """
 
 from __future__ import annotations
@@ -20,62 +21,21 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 
 from datamodules.contract import DescribedData
 from tasks.base import TaskModule, module_kwargs, plain
-from tasks.defect_eval import (
-    STANDARD,
-    DefectEvaluation,
-    MaskedMean,
-    check_settings,
-    example_rows_figure,
-    metric_table_markdown,
-    pr_curve_counts,
-    pr_figure,
-    quantile_threshold,
-    reference_table_markdown,
-)
+from tasks.defect import reports
+from tasks.defect.figures import example_rows_figure, keep_examples, pr_curve_counts, pr_curves_figure
+from tasks.defect.reports import metric_table_markdown, reference_table_markdown
+from tasks.defect.settings import NET_KEYS, check_model, check_settings
 from tasks.metrics.anomaly import f1_optimal_threshold, image_scores
+from tasks.metrics.defect import DefectEvaluation, MaskedMean, quantile_threshold
 from tasks.nets.autoencoder import ConvAutoencoder, anomaly_map
 from visionlab.errors import ConfigError
 from visionlab.figures import save_figure
 
-log = logging.getLogger(__name__)
-LOSSES = ("mse", "ssim")
-#: `model.arch` of the defect task's network
-ARCH = "autoencoder"
-#: model config keys passed to ConvAutoencoder (the rest: `loss`, `arch`)
-NET_KEYS = (
-    "in_channels",
-    "input_size",
-    "channels",
-    "bottleneck",
-    "activation",
-    "batch_norm",
-    "out_activation",
-    "extra_layers",
-    "dropout",
-)
-
-
-def check_model(model: dict[str, Any], image_size: int | None) -> str:
-    """Check `model.*` against the autoencoder's settings and `data.image_size`; returns the loss name."""
-    if model.get("arch", ARCH) != ARCH:
-        raise ConfigError(f"model.arch={model.get('arch')!r} is not a defect model; expected {ARCH!r}")
-    loss = str(model.get("loss", "mse"))
-    if loss not in LOSSES:
-        raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
-    unknown = sorted(set(model) - {*NET_KEYS, "loss", "arch"})
-    if unknown:
-        raise ConfigError(f"model.{unknown[0]} is not an autoencoder setting; expected {sorted(NET_KEYS)}")
-    size = model.get("input_size", 128)
-    if image_size not in (None, size):
-        raise ConfigError(
-            f"model.input_size={size} but data.image_size={image_size}; they must match "
-            "(conf/task/defect.yaml sets data.image_size: ${model.input_size})"
-        )
-    return loss
+log = logging.getLogger(__package__)  # "tasks.defect", as before the package
 
 
 class DefectTask(TaskModule):
-    """Autoencoder anomaly detection. `metrics` holds the evaluation settings (`tasks.defect_eval`)."""
+    """Autoencoder anomaly detection. `metrics` holds the evaluation settings (`tasks.defect.settings`)."""
 
     task_name = "defect"
     monitor = "val/loss"
@@ -214,35 +174,9 @@ class DefectTask(TaskModule):
         maps = anomaly_map(x, x_hat)
         scores = self._scores(maps)
         evaluation.update(maps, masks, types, self._types_cpu, scores)
-        self._keep_examples(raw, x_hat, maps, masks, evaluation.type_names, per_type)
-
-    def _keep_examples(
-        self,
-        raw: torch.Tensor,
-        x_hat: torch.Tensor,
-        maps: torch.Tensor,
-        masks: torch.Tensor,
-        type_names: list[str],
-        per_type: int,
-    ) -> None:
-        """Keep the first `per_type` images of each type for the figures (a bounded, small copy)."""
-        rows = []
-        for i, t in enumerate(self._types_cpu):
-            name = type_names[t] if t < len(type_names) else str(t)
-            kept = self._examples.setdefault(name, [])
-            if len(kept) + sum(1 for _, n in rows if n == name) < per_type:
-                rows.append((i, name))
-        if not rows:
-            return
-        index = torch.tensor([i for i, _ in rows], device=raw.device)
-        images = raw[index].cpu().numpy()
-        recon = (x_hat[index].clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        heat = maps[index].float().cpu().numpy()
-        truth = masks[index].cpu().numpy()
-        for j, (_, name) in enumerate(rows):
-            self._examples[name].append(
-                {"image": images[j], "recon": recon[j], "map": heat[j], "mask": truth[j], "label": name}
-            )
+        keep_examples(
+            self._examples, self._types_cpu, raw, x_hat, maps, masks, evaluation.type_names, per_type
+        )
 
     # ---- validation: thresholds and the per-epoch table ------------------------------------------------
     def on_validation_epoch_end(self) -> None:
@@ -359,17 +293,7 @@ class DefectTask(TaskModule):
             "test/threshold_from_val_defects": float(self.threshold_from_defects),
         }
         self.test_loss.reset()
-        for group, values in results["groups"].items():
-            prefix = "test" if group == "all" else f"test/{group}"
-            out.update({f"{prefix}/{k}": v for k, v in values.items()})
-        for level, by_group in results["at_threshold"].items():
-            for group, values in by_group.items():
-                prefix = "test" if group == "all" else f"test/{group}"
-                out.update({f"{prefix}/{level}_{k}": v for k, v in values.items()})
-        for name, by_threshold in results["table"].items():
-            for threshold, scores in by_threshold.items():
-                out.update({f"test/ref/{name}/{threshold:g}/{k}": v for k, v in scores.items()})
-        return out
+        return reports.test_scalars(results, out)
 
     @staticmethod
     def _pixel_prf(results: dict[str, Any]) -> dict[str, Any] | None:
@@ -382,16 +306,7 @@ class DefectTask(TaskModule):
 
     def _pr_figure(self) -> Any:
         assert self.test_eval is not None
-        curves = {}
-        for name, group in self.test_eval.groups.items():
-            precision, recall, _ = group.pixel_ap.precision_recall_curve()
-            ap = float(group.pixel_ap.compute()) if group.pixel_ap.hist[1].sum() > 0 else float("nan")
-            curves[name] = (precision.numpy(), recall.numpy(), ap)
-        point = None
-        prf = self.test_results
-        if math.isfinite(prf.get("test/pixel_recall", float("nan"))):
-            point = (prf["test/pixel_recall"], prf["test/pixel_precision"], float(self.pixel_threshold))
-        return pr_figure(curves, point)
+        return pr_curves_figure(self.test_eval.groups, self.test_results, float(self.pixel_threshold))
 
     # ---- evaluate.py output ----------------------------------------------------------------------------
     def write_report(self, out_dir: Path) -> None:
@@ -416,58 +331,19 @@ class DefectTask(TaskModule):
 
     def threshold_source(self) -> str:
         """How the thresholds used at test time were fitted on validation."""
-        flag = float(self.threshold_from_defects)
-        if flag == 1.0:
-            return "F1-optimal on validation defects"
-        if flag == 0.0:
-            return f"{self.settings['fallback_quantile']:g} quantile of validation good scores"
-        return "not fitted (no validation epoch ran)"
+        return reports.threshold_source(
+            float(self.threshold_from_defects), self.settings["fallback_quantile"]
+        )
 
     def format_report(self) -> str:
         """The reference's table (per type x threshold: recall, precision, accuracy), then the standard
         metrics per type, then precision / recall / F1 at the thresholds fitted on validation."""
         if not self._report:
             return "(no results)"
-        results = self._report["results"]
-        lines = [
-            "Reference pixel scores: a pixel is predicted defective when |x - x_hat| >= threshold.",
-            "  recall = |fault ∩ pred| / |fault|  precision = |fault ∩ pred| / |pred|  "
-            "accuracy = pixels where pred = truth / all pixels  (per type: that type's images only)",
-            "",
-            f"{'type':<12} {'threshold':>9} {'recall':>8} {'precision':>9} {'accuracy':>8}",
-        ]
-        for name, by_threshold in results["table"].items():
-            for threshold, s in by_threshold.items():
-                lines.append(
-                    f"{name:<12} {threshold:>9g} {_f(s['recall']):>8} {_f(s['precision']):>9} {_f(s['accuracy']):>8}"
-                )
-        lines += [
-            "",
-            f"Standard metrics (per type: good images + that type; AU-PRO up to FPR {self.settings['fpr_limit']:g}; "
-            f"image score = {self.settings['image_score']} of the map smoothed with sigma "
-            f"{self.settings['smooth_sigma']:g})",
-            "",
-            f"{'group':<12} " + " ".join(f"{k:>11}" for k in STANDARD),
-        ]
-        for name, values in results["groups"].items():
-            lines.append(f"{name:<12} " + " ".join(f"{_f(values[k]):>11}" for k in STANDARD))
-        at = results.get("at_threshold") or {}
-        if at:
-            source = self.threshold_source()
-            lines += [
-                "",
-                f"At the thresholds fitted on validation ({source}): pixel >= {float(self.pixel_threshold):.4f}, "
-                f"image score >= {float(self.image_threshold):.4f}",
-                "",
-                f"{'group':<12} {'pixel P':>8} {'pixel R':>8} {'pixel F1':>8} {'image P':>8} {'image R':>8} {'image F1':>8}",
-            ]
-            for name in results["groups"]:
-                cells = []
-                for level in ("pixel", "image"):
-                    values = at.get(level, {}).get(name, {})
-                    cells += [_f(values.get(k, float("nan"))) for k in ("precision", "recall", "f1")]
-                lines.append(f"{name:<12} " + " ".join(f"{c:>8}" for c in cells))
-        return "\n".join(lines)
+        thresholds = (float(self.pixel_threshold), float(self.image_threshold))
+        return reports.format_report(
+            self._report["results"], self.settings, self.threshold_source(), thresholds
+        )
 
 
 def per_sample_loss(x: torch.Tensor, x_hat: torch.Tensor, kind: str) -> torch.Tensor:
@@ -476,7 +352,3 @@ def per_sample_loss(x: torch.Tensor, x_hat: torch.Tensor, kind: str) -> torch.Te
         ssim = structural_similarity_index_measure(x_hat.float(), x.float(), data_range=1.0, reduction="none")
         return 1.0 - ssim
     return (x_hat.float() - x.float()).pow(2).flatten(1).mean(1)
-
-
-def _f(value: float) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"

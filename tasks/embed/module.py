@@ -3,13 +3,13 @@
 Training: NLL loss on the network's log-softmax over the digits (or, in the transfer step, over the
 classes of a symbol folder with only the new last layer trainable). Evaluation adds, when
 `symbols.train` is set (by default `embedded`: the generated Greek letters of
-`datamodules.synthetic.greek`), the nearest-neighbour study of `tasks.embed_symbols`. The truncated
-network is available from Python on any checkpoint: `EmbedTask.load_embedder(ckpt)(images)`.
+`datamodules.synthetic.greek`), the nearest-neighbour study of `tasks.embed.symbols`. The truncated
+network is available from Python on any checkpoint: `EmbedTask.load_embedder(ckpt)(images)`
+(`tasks.embed.net`). Figures: `tasks.embed.figures`; reports: `tasks.embed.reports`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,109 +18,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from datamodules.contract import TensorData
-from datamodules.io import list_images
 from datamodules.mnist import DIGITS, symbol_transform_from_config
-from datamodules.symbols import (
-    AUTO,
-    EMBEDDED,
-    MNIST_MEAN,
-    MNIST_STD,
-    SymbolSet,
-    check_classes_among,
-    class_folders,
-    load_symbols,
-    resolve_symbol_folders,
-    synthetic_params,
-)
+from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolSet, load_symbols, resolve_symbol_folders
 from tasks.base import TaskModule, module_kwargs, plain
-from tasks.embed_figures import feature_maps_figure, filter_grid_figure, filter_response_figure
-from tasks.embed_symbols import (
-    SymbolReport,
-    check_k,
-    check_k_fits,
-    evaluate_symbols,
-    format_symbol_report,
-    predictions_figure,
+from tasks.embed import reports
+from tasks.embed.figures import (
+    feature_maps_figure,
+    filter_grid_figure,
+    filter_response_figure,
     ssd_table_figure,
 )
-from tasks.nets.mnist import ConvNet, MnistNet, replace_head
-from visionlab.checkpointing import load_task_checkpoint, read_task_checkpoint
-from visionlab.errors import ConfigError, DataError
-from visionlab.figures import confusion_figure, save_figure
+from tasks.embed.net import TASK_NAME, Embedder, build_net, check_net, digit_weights
+from tasks.embed.symbols import (
+    SymbolReport,
+    check_symbols,
+    evaluate_symbols,
+    format_symbol_report,
+    resolve_symbols,
+)
+from tasks.nets.mnist import replace_head
+from visionlab.checkpointing import load_task_checkpoint
+from visionlab.errors import ConfigError
+from visionlab.figures import confusion_figure
 
-log = logging.getLogger(__name__)
-NETS: dict[str, type[MnistNet] | type[ConvNet]] = {"mnist_net": MnistNet, "convnet": ConvNet}
-
-
-def check_net(model: dict[str, Any]) -> float:
-    """ConfigError unless `model.arch` names an embed network and `model.dropout` is in [0, 1);
-    returns the dropout (null = 0)."""
-    arch = model.get("arch")
-    if arch not in NETS:
-        raise ConfigError(f"model.arch={arch!r} is not an embed model; expected one of {sorted(NETS)}")
-    dropout = float(model.get("dropout") or 0.0)
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
-    return dropout
-
-
-def build_net(model: dict[str, Any], num_classes: int) -> MnistNet | ConvNet:
-    """The network named by `model.arch` with `model.dropout` (null = 0)."""
-    dropout = check_net(model)
-    return NETS[model["arch"]](dropout=dropout, num_classes=num_classes)
-
-
-class Embedder(nn.Module):
-    """A trained network truncated after its penultimate layer: images -> (N, D) embeddings.
-
-    D = 50 for `mnist_net` (fc1's output AFTER its ReLU, so every value is >= 0) and 1000 for
-    `convnet` (also after ReLU). Always in evaluation mode (dropout off) and without gradients.
-    Input: uint8 pixels, white strokes on black, (N, 28, 28), (N, 28, 28, 1) or (N, 1, 28, 28),
-    normalised here with the training data's mean/std; or float (N, 1, 28, 28) already normalised
-    (what `load_symbols` returns).
-    """
-
-    def __init__(self, net: MnistNet | ConvNet, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
-        super().__init__()
-        self.net = net.eval()
-        self.mean, self.std = float(mean), float(std)
-        self.dim = int(net.embedding_dim)
-
-    def train(self, mode: bool = True) -> Embedder:
-        return super().train(False)  # stays in evaluation mode: embeddings must not be random
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Any accepted input -> normalised float (N, 1, 28, 28) on the network's device."""
-        device = next(self.net.parameters()).device
-        x = torch.as_tensor(images).to(device)
-        if x.dtype == torch.uint8:
-            if x.ndim == 3:
-                x = x[:, None]
-            elif x.ndim == 4 and x.shape[-1] == 1:
-                x = x.permute(0, 3, 1, 2)
-            x = (x.float() / 255.0 - self.mean) / self.std
-        if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-            raise ValueError(
-                f"expected uint8 (N, 28, 28[, 1]) / (N, 1, 28, 28) or normalised float (N, 1, 28, 28), "
-                f"got {x.dtype} {tuple(x.shape)}"
-            )
-        return x.float()
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.embed(self.prepare(images))
-
-    def embed_folder(
-        self, folder: str | Path, transform: dict[str, Any] | None = None
-    ) -> tuple[torch.Tensor, SymbolSet]:
-        """Embed every image of a class-per-folder symbol set (course transform, `symbols.transform`
-        keys): returns (embeddings (N, D), the loaded SymbolSet with labels, class names and paths)."""
-        symbols = load_symbols(folder, symbol_transform_from_config(transform, self.mean, self.std))
-        return self(symbols.images), symbols
+log = logging.getLogger(__package__)  # "tasks.embed", as before the package
 
 
 class EmbedTask(TaskModule):
@@ -131,9 +55,11 @@ class EmbedTask(TaskModule):
     starting from a digit checkpoint), `projector_digits` (digits in the TensorBoard projector).
     """
 
-    task_name = "embed"
+    task_name = TASK_NAME
     monitor = "val/acc"
     summary_metrics = ("test/acc", "test/symbols/loo_1nn_acc", "test/symbols/new_1nn_acc")
+    #: the `symbols:` checks (`tasks.embed.symbols.check_symbols`), reachable as before
+    _check_symbols = staticmethod(check_symbols)
 
     def __init__(
         self,
@@ -152,7 +78,7 @@ class EmbedTask(TaskModule):
         self.class_names: list[str] = list(info.get("class_names") or DIGITS)
         self.mean = float((info.get("mean") or [MNIST_MEAN])[0])
         self.std = float((info.get("std") or [MNIST_STD])[0])
-        self.symbols = self._check_symbols(symbols)
+        self.symbols = check_symbols(symbols)
         from_ckpt = (transfer or {}).get("from_ckpt")
         serves_symbols = info.get("source") == "symbols"
         if from_ckpt and not serves_symbols:
@@ -188,12 +114,12 @@ class EmbedTask(TaskModule):
         """The network, the `symbols:` settings and their folders, before data is loaded (the embedded
         Greek set is only checked here; it is generated when the module is built)."""
         check_net(plain(cfg.model))
-        cls._check_symbols(plain(cfg.get("symbols")), folders=True)
+        check_symbols(plain(cfg.get("symbols")), folders=True)
 
     @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> EmbedTask:
         projector = plain(cfg.get("projector")) or {}
-        symbols = cls._resolve_symbols(plain(cfg.get("symbols")), cfg)
+        symbols = resolve_symbols(plain(cfg.get("symbols")), cfg)
         return cls(
             **module_kwargs(cfg, data_info),
             symbols=symbols,
@@ -204,65 +130,10 @@ class EmbedTask(TaskModule):
     def configure_evaluation(self, cfg: Any) -> None:
         """evaluate.py: the symbol folders, k and transform come from the evaluate command line."""
         node = cfg.get("symbols")
-        self.symbols = self._resolve_symbols(
+        self.symbols = resolve_symbols(
             OmegaConf.to_container(node, resolve=True) if node is not None else None, cfg
         )
         self._announce_symbols = False  # evaluate.py prints format_report(), tables included
-
-    @classmethod
-    def _resolve_symbols(cls, symbols: dict[str, Any] | None, cfg: Any) -> dict[str, Any]:
-        """The checked `symbols:` config with `embedded` / `auto` replaced by folders (or None), the
-        embedded Greek set generated under `paths.data_dir` when it is used."""
-        symbols = cls._check_symbols(symbols, folders=True)
-        data_dir = cfg.get("paths", {}).get("data_dir") if hasattr(cfg, "get") else None
-        data_dir = Path(str(data_dir)).expanduser().resolve() if data_dir else None
-        train, test = resolve_symbol_folders(symbols, data_dir)
-        return {**symbols, "train": train, "test": test}
-
-    @staticmethod
-    def _check_symbols(symbols: dict[str, Any] | None, folders: bool = False) -> dict[str, Any]:
-        """Validate the `symbols:` config: `train` is `embedded`, a folder or null; `test` is `auto`,
-        `embedded`, a folder or null; `synthetic` the embedded set's parameters; `k` fits the train set
-        when its size is known. With `folders`, also that the folders exist and the test classes are
-        among the train classes (before training or testing starts; a loaded checkpoint's stored folders
-        may be gone, which is fine)."""
-        symbols = dict(symbols or {})
-        k = check_k(symbols.get("k", 3))
-        symbol_transform_from_config(symbols.get("transform"))  # unknown keys fail now, not after training
-        params = synthetic_params(symbols.get("synthetic"))
-        train, test = symbols.get("train"), symbols.get("test")
-        if train == AUTO:
-            raise ConfigError(
-                "symbols.train=auto: auto is for symbols.test; give symbols.train=embedded, a folder or null"
-            )
-        if test == AUTO:
-            test = EMBEDDED if train == EMBEDDED else None
-        if test and not train:
-            raise ConfigError(
-                "symbols.test is set but symbols.train is not; new images are classified against symbols.train"
-            )
-        if train == EMBEDDED:
-            check_k_fits(k, len(params["classes"]) * params["per_class_train"])
-        if not folders or not train:
-            return symbols
-        for key, folder in (("train", train), ("test", test)):
-            if folder and folder != EMBEDDED and not Path(str(folder)).expanduser().is_dir():
-                raise DataError(
-                    f"symbols.{key}={folder}: symbol folder not found; expected <folder>/<class>/<image>.png"
-                )
-        embedded = list(params["classes"])
-        train_classes = embedded if train == EMBEDDED else class_folders(str(train))
-        if test:
-            test_classes = embedded if test == EMBEDDED else class_folders(str(test))
-            check_classes_among(
-                "the embedded set (symbols.synthetic.classes)" if test == EMBEDDED else test,
-                test_classes,
-                train_classes,
-            )
-        if train != EMBEDDED:
-            root = Path(str(train)).expanduser()
-            check_k_fits(k, sum(len(list_images(root / c)) for c in train_classes))
-        return symbols
 
     # ---- the network --------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -442,56 +313,16 @@ class EmbedTask(TaskModule):
     def write_report(self, out_dir: Path) -> None:
         """filters_conv1.png, confusion_matrix.png (digits); with symbols: ssd_table.png,
         symbols_train_loo.png, symbols_test.png and symbols.json (every table)."""
-        save_figure(filter_grid_figure(self.net.conv1.weight), out_dir / "filters_conv1.png")
-        if self._confusion is not None:
-            save_figure(confusion_figure(self._confusion, self.class_names), out_dir / "confusion_matrix.png")
-        report = self._symbol_report
-        if report is None:
-            return
-        save_figure(ssd_table_figure(report), out_dir / "ssd_table.png")
-        save_figure(
-            predictions_figure(
-                report.train,
-                report.train.labels,
-                report.loo_1nn,
-                report.loo_knn,
-                report.k,
-                self.mean,
-                self.std,
-            ),
-            out_dir / "symbols_train_loo.png",
-        )
-        if report.test is not None:
-            save_figure(
-                predictions_figure(
-                    report.test,
-                    report.test.labels,
-                    report.test_1nn,
-                    report.test_knn,
-                    report.k,
-                    self.mean,
-                    self.std,
-                ),
-                out_dir / "symbols_test.png",
-            )
-        (out_dir / "symbols.json").write_text(json.dumps(report.tables(), indent=1))
+        reports.write_report(out_dir, self.net.conv1.weight, self._confusion, self.class_names,
+                             self._symbol_report, self.mean, self.std)  # fmt: skip
 
     def report_tables(self) -> dict[str, Any]:
         """Class names, the digit confusion matrix and the symbol tables (SSD table, 1-NN/k-NN, new images)."""
-        out: dict[str, Any] = {"class_names": self.class_names}
-        if self._confusion is not None:
-            out["confusion"] = np.asarray(self._confusion).astype(int).tolist()
-        if self._symbol_report is not None:
-            out["symbols"] = self._symbol_report.tables()
-        return out
+        return reports.report_tables(self.class_names, self._confusion, self._symbol_report)
 
     def format_report(self) -> str:
-        r = self.test_results
-        lines = [f"classification accuracy (micro) {r['test/acc']:.4f}", "", "class  accuracy"]
-        lines += [f"{n:<5}  {r[f'test/acc_class/{n}']:8.4f}" for n in self.class_names]
-        if self._symbol_report is not None:
-            lines += ["", self.symbol_report_text()]
-        return "\n".join(lines)
+        symbols = self.symbol_report_text() if self._symbol_report is not None else None
+        return reports.format_report(self.test_results, self.class_names, symbols)
 
     def symbol_report_text(self) -> str:
         """The printed symbol tables: SSD table, leave-one-out predictions and accuracies, new images."""
@@ -499,22 +330,3 @@ class EmbedTask(TaskModule):
         return format_symbol_report(
             self._symbol_report, f"from {self.symbols.get('train')}", f"from {self.symbols.get('test')}"
         )
-
-
-def digit_weights(ckpt: Path, model: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The network state dict of a digit checkpoint of this task, for the transfer step."""
-    if not ckpt.is_file():
-        raise ConfigError(
-            f"transfer.from_ckpt={ckpt} is not a file; give a digit checkpoint written by train.py task=embed"
-        )
-    mismatch = "transfer.from_ckpt={path} is not an embed checkpoint (task: {saved})"
-    state = read_task_checkpoint(ckpt, EmbedTask.task_name, detail="", mismatch=mismatch)
-    hparams = state.get("hyper_parameters", {})
-    if (hparams.get("transfer") or {}).get("from_ckpt"):
-        raise ConfigError(
-            f"transfer.from_ckpt={ckpt} is itself a transfer checkpoint; give a digit checkpoint"
-        )
-    arch = (hparams.get("model") or {}).get("arch")
-    if arch != model.get("arch"):
-        raise ConfigError(f"transfer.from_ckpt={ckpt} holds a {arch} network; pass model={arch}")
-    return {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}

@@ -1,5 +1,6 @@
 """Symbol evaluation of an embedding: the course's SSD table, leave-one-out 1-NN / k-NN accuracy on a
-labelled symbol folder, and nearest-class lookup of new symbols; as numbers, tables and figures.
+labelled symbol folder, and nearest-class lookup of new symbols; as numbers and tables (figures:
+`tasks.embed.figures`). Also the checks of the `symbols:` config and the resolution of its folders.
 
 Definitions (distances are sums of squared differences, SSD, between embedding vectors):
 - SSD table: for each class, its first image (by file name) against every image of the train folder.
@@ -14,15 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 
-from datamodules.symbols import SymbolSet
+from datamodules.io import list_images
+from datamodules.mnist import symbol_transform_from_config
+from datamodules.symbols import (
+    AUTO,
+    EMBEDDED,
+    SymbolSet,
+    check_classes_among,
+    class_folders,
+    resolve_symbol_folders,
+    synthetic_params,
+)
 from tasks.metrics.knn import knn_predict, ssd_matrix
-from visionlab.errors import ConfigError
-from visionlab.figures import labelled_grid, plt
+from visionlab.errors import ConfigError, DataError
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -205,45 +215,6 @@ def format_symbol_report(report: SymbolReport, folder: str = "", test_folder: st
     return "\n".join(lines)
 
 
-def ssd_table_figure(report: SymbolReport) -> Figure:
-    """Heat map of the SSD table: rows = each class's first image, columns = every train image."""
-    train, names = report.train, report.train.class_names
-    table = report.ssd_table.numpy()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * table.shape[1] + 1.5), 1.2 + 0.55 * table.shape[0]))
-    ax.imshow(table, cmap="viridis_r", aspect="auto")
-    ax.set_xticks(range(table.shape[1]), [p.stem for p in train.paths], rotation=70, fontsize=7)
-    ax.set_yticks(range(table.shape[0]), [train.paths[i].stem for i in report.ref_index], fontsize=8)
-    big = table.max() / 2 if table.size else 0
-    for r in range(table.shape[0]):
-        for c in range(table.shape[1]):
-            ax.text(c, r, f"{table[r, c]:.0f}", ha="center", va="center", fontsize=5,
-                    color="white" if table[r, c] > big else "black")  # fmt: skip
-    ax.set_title(f"SSD in the embedding: each class's first image vs all ({', '.join(names)})")
-    fig.tight_layout()
-    return fig
-
-
-def predictions_figure(
-    symbols: SymbolSet, truth: torch.Tensor, pred_1nn: torch.Tensor, pred_knn: torch.Tensor, k: int,
-    mean: float, std: float,
-) -> Figure:  # fmt: skip
-    """The symbol images (as the network sees them) titled `true -> 1-NN / k-NN`, green when both right."""
-    names = symbols.class_names
-    images = (symbols.images * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)[:, 0].numpy()
-    titles = [
-        f"{names[int(t)]}->{names[int(a)]}/{names[int(b)]}"
-        for t, a, b in zip(truth, pred_1nn, pred_knn, strict=True)
-    ]
-    colors = [
-        "green" if a == t and b == t else ("orange" if a == t or b == t else "red")
-        for t, a, b in zip(truth.tolist(), pred_1nn.tolist(), pred_knn.tolist(), strict=True)
-    ]
-    fig = labelled_grid(np.asarray(images), titles, colors, cols=min(9, max(1, len(images))))
-    fig.suptitle(f"true -> 1-NN / {k}-NN (green: both right, orange: one, red: neither)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    return fig
-
-
 def _acc(pred: torch.Tensor, labels: torch.Tensor) -> float:
     return float((pred == labels).double().mean()) if len(labels) else float("nan")
 
@@ -255,3 +226,58 @@ def _hits(pred: torch.Tensor, labels: torch.Tensor) -> int:
 def _mark(pred: torch.Tensor, truth: torch.Tensor, names: list[str]) -> str:
     name = names[int(pred)]
     return name if int(pred) == int(truth) else f"{name}*"
+
+
+def resolve_symbols(symbols: dict[str, Any] | None, cfg: Any) -> dict[str, Any]:
+    """The checked `symbols:` config with `embedded` / `auto` replaced by folders (or None), the
+    embedded Greek set generated under `paths.data_dir` when it is used."""
+    symbols = check_symbols(symbols, folders=True)
+    data_dir = cfg.get("paths", {}).get("data_dir") if hasattr(cfg, "get") else None
+    data_dir = Path(str(data_dir)).expanduser().resolve() if data_dir else None
+    train, test = resolve_symbol_folders(symbols, data_dir)
+    return {**symbols, "train": train, "test": test}
+
+
+def check_symbols(symbols: dict[str, Any] | None, folders: bool = False) -> dict[str, Any]:
+    """Validate the `symbols:` config: `train` is `embedded`, a folder or null; `test` is `auto`,
+    `embedded`, a folder or null; `synthetic` the embedded set's parameters; `k` fits the train set
+    when its size is known. With `folders`, also that the folders exist and the test classes are
+    among the train classes (before training or testing starts; a loaded checkpoint's stored folders
+    may be gone, which is fine)."""
+    symbols = dict(symbols or {})
+    k = check_k(symbols.get("k", 3))
+    symbol_transform_from_config(symbols.get("transform"))  # unknown keys fail now, not after training
+    params = synthetic_params(symbols.get("synthetic"))
+    train, test = symbols.get("train"), symbols.get("test")
+    if train == AUTO:
+        raise ConfigError(
+            "symbols.train=auto: auto is for symbols.test; give symbols.train=embedded, a folder or null"
+        )
+    if test == AUTO:
+        test = EMBEDDED if train == EMBEDDED else None
+    if test and not train:
+        raise ConfigError(
+            "symbols.test is set but symbols.train is not; new images are classified against symbols.train"
+        )
+    if train == EMBEDDED:
+        check_k_fits(k, len(params["classes"]) * params["per_class_train"])
+    if not folders or not train:
+        return symbols
+    for key, folder in (("train", train), ("test", test)):
+        if folder and folder != EMBEDDED and not Path(str(folder)).expanduser().is_dir():
+            raise DataError(
+                f"symbols.{key}={folder}: symbol folder not found; expected <folder>/<class>/<image>.png"
+            )
+    embedded = list(params["classes"])
+    train_classes = embedded if train == EMBEDDED else class_folders(str(train))
+    if test:
+        test_classes = embedded if test == EMBEDDED else class_folders(str(test))
+        check_classes_among(
+            "the embedded set (symbols.synthetic.classes)" if test == EMBEDDED else test,
+            test_classes,
+            train_classes,
+        )
+    if train != EMBEDDED:
+        root = Path(str(train)).expanduser()
+        check_k_fits(k, sum(len(list_images(root / c)) for c in train_classes))
+    return symbols

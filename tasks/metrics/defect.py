@@ -1,4 +1,5 @@
-"""What `DefectTask` measures and draws: metric groups with constant memory, threshold fitting, figures.
+"""What `DefectTask` measures: metric groups with constant memory, the reference's counts at fitted
+thresholds, the threshold from a score histogram, and the good images' mean loss.
 
 Per defect type means *the good images plus the images of that type* (a separate set of metric
 instances per type, each fed the good images too), so every per-type AUROC / AU-PRO / AP compares that
@@ -12,78 +13,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-import numpy as np
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics import Metric
 
-from tasks.metrics.anomaly import (
-    AUPRO,
-    IMAGE_SCORES,
-    DefectPixelScores,
-    PixelAUROC,
-    PixelAveragePrecision,
-)
-from visionlab.errors import ConfigError
+from tasks.metrics.anomaly import AUPRO, DefectPixelScores, PixelAUROC, PixelAveragePrecision
 
 GOOD = "good"
-#: metric settings (`metrics:` in conf/task/defect.yaml) and their defaults
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "thresholds": [0.1, 0.15, 0.2, 0.3],
-    "image_score": "max",
-    "smooth_sigma": 4.0,
-    # none | zscore: standardise the map per pixel by the good training images' error mean / std
-    # (fitted during each training epoch) before the image score; pixel metrics stay on |x - x_hat|.
-    "normalize": "none",
-    "fpr_limit": 0.3,
-    "num_bins": 1000,
-    "image_bins": 10000,
-    "fallback_quantile": 0.995,
-    "examples": 4,
-}
-NORMALIZE = ("none", "zscore")
 #: the standard metrics of one group, in table order
 STANDARD = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap", "image_ap")
-
-
-def check_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
-    """`DEFAULT_SETTINGS` updated by `settings`; an unknown key or a bad value is a ConfigError naming it."""
-    merged = dict(DEFAULT_SETTINGS)
-    for key, value in (settings or {}).items():
-        if key not in DEFAULT_SETTINGS:
-            raise ConfigError(f"metrics.{key} is not known; expected one of {sorted(DEFAULT_SETTINGS)}")
-        merged[key] = value
-    thresholds = merged["thresholds"]
-    if (
-        not isinstance(thresholds, (list, tuple))
-        or not thresholds
-        or not all(_number(t) and 0 <= t <= 1 for t in thresholds)
-    ):
-        raise ConfigError(f"metrics.thresholds={thresholds!r} must be a non-empty list of numbers in [0, 1]")
-    merged["thresholds"] = [float(t) for t in thresholds]
-    if merged["image_score"] not in IMAGE_SCORES:
-        raise ConfigError(
-            f"metrics.image_score={merged['image_score']!r}: expected one of {list(IMAGE_SCORES)}"
-        )
-    if merged["normalize"] not in NORMALIZE:
-        raise ConfigError(f"metrics.normalize={merged['normalize']!r}: expected one of {list(NORMALIZE)}")
-    for key, low, high in (
-        ("smooth_sigma", 0, 50),
-        ("fpr_limit", 1e-9, 1),
-        ("fallback_quantile", 1e-9, 1 - 1e-9),
-    ):
-        if not _number(merged[key]) or not low <= merged[key] <= high:
-            raise ConfigError(f"metrics.{key}={merged[key]!r} must be a number in [{low}, {high}]")
-    for key, low in (("num_bins", 2), ("image_bins", 2), ("examples", 0)):
-        value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"metrics.{key}={value!r} must be an integer >= {low}")
-    return merged
 
 
 class DetectionMetrics(nn.Module):
@@ -240,121 +178,3 @@ class MaskedMean(Metric):
 
     def compute(self) -> torch.Tensor:
         return self.total / self.count
-
-
-# ---- figures ----------------------------------------------------------------------------------------
-
-PANEL_COLUMNS = ("input", "reconstruction", "anomaly map", "ground truth", "predicted mask")
-
-
-def example_rows_figure(
-    rows: Sequence[dict[str, Any]], threshold: float, vmax: float, title: str = ""
-) -> Figure:
-    """One row per example: input | reconstruction | anomaly map (0..vmax) | ground truth | map >= threshold.
-
-    Each row dict holds "image", "recon" (uint8 HWC), "map" (float HW), "mask" (bool HW), "label" (str).
-    """
-    n = max(1, len(rows))
-    fig, axes = plt.subplots(n, 5, figsize=(9.0, 1.85 * n + 0.5), squeeze=False)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    titles = [
-        *PANEL_COLUMNS[:2],
-        f"anomaly map (0 to {vmax:.2g})",
-        PANEL_COLUMNS[3],
-        f"map >= {threshold:.3f}",
-    ]
-    for j, name in enumerate(titles):
-        axes[0, j].set_title(name, fontsize=8)
-    for i, row in enumerate(rows):
-        axes[i, 0].imshow(row["image"])
-        axes[i, 0].set_ylabel(row["label"], fontsize=8)
-        axes[i, 1].imshow(row["recon"])
-        axes[i, 2].imshow(row["map"], cmap="inferno", vmin=0.0, vmax=vmax)
-        axes[i, 3].imshow(row["mask"], cmap="gray", vmin=0, vmax=1)
-        pred = row["map"] >= threshold if math.isfinite(threshold) else np.zeros_like(row["mask"])
-        overlay = np.zeros((*pred.shape, 3), np.float32)
-        overlay[pred & row["mask"]] = (0.2, 0.9, 0.2)  # hit: green
-        overlay[pred & ~row["mask"]] = (0.95, 0.2, 0.2)  # false alarm: red
-        overlay[~pred & row["mask"]] = (0.2, 0.4, 1.0)  # missed: blue
-        axes[i, 4].imshow(overlay)
-    if title:
-        fig.suptitle(title + "   (predicted mask: green hit, red false alarm, blue missed)", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def pr_figure(
-    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], threshold_point: tuple | None
-) -> Figure:
-    """Pixel precision-recall curve per group with AP in the legend; the fitted threshold marked on "all"."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for name, (precision, recall, ap) in curves.items():
-        ax.plot(recall, precision, lw=1.6 if name == "all" else 0.9, label=f"{name} (AP {ap:.3f})")
-    if threshold_point is not None:
-        recall, precision, threshold = threshold_point
-        ax.plot([recall], [precision], "ko", ms=5, label=f"fitted threshold {threshold:.3f}")
-    ax.set_xlabel("recall (pixels)")
-    ax.set_ylabel("precision (pixels)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title("pixel precision-recall (good images + each type)")
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def pr_curve_counts(metric: PixelAveragePrecision, points: int = 201) -> dict[str, np.ndarray]:
-    """tp/fp/tn/fn/precision/recall at `points` thresholds evenly spaced over the score range (ascending),
-    for `SummaryWriter.add_pr_curve_raw`."""
-    hist = metric.hist.double().cpu()
-    positives, negatives = hist[1].sum(), hist[0].sum()
-    # counts at or above each bin's lower edge, lowest threshold first
-    tp = torch.flip(torch.cumsum(torch.flip(hist[1], [0]), 0), [0])
-    fp = torch.flip(torch.cumsum(torch.flip(hist[0], [0]), 0), [0])
-    pick = torch.linspace(0, len(tp) - 1, min(points, len(tp))).round().long()
-    tp, fp = tp[pick], fp[pick]
-    precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp(min=1), torch.ones_like(tp))
-    recall = tp / positives.clamp(min=1)
-    return {
-        "true_positive_counts": tp.numpy(),
-        "false_positive_counts": fp.numpy(),
-        "true_negative_counts": (negatives - fp).numpy(),
-        "false_negative_counts": (positives - tp).numpy(),
-        "precision": precision.numpy(),
-        "recall": recall.numpy(),
-        "num_thresholds": len(tp),
-    }
-
-
-def metric_table_markdown(groups: dict[str, dict[str, float]], prf: dict[str, Any] | None = None) -> str:
-    """The standard metrics as a Markdown table (TensorBoard's text tab renders it)."""
-    head = ["group", *STANDARD]
-    if prf:
-        head += ["pixel P", "pixel R", "pixel F1"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, values in groups.items():
-        cells = [name, *(_fmt(values[k]) for k in STANDARD)]
-        if prf and name in prf:
-            cells += [_fmt(prf[name][k]) for k in ("precision", "recall", "f1")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def reference_table_markdown(table: dict[str, dict[float, dict[str, float]]]) -> str:
-    """The reference's scores (recall = Method1, precision = Method2, accuracy = Method3) as Markdown."""
-    lines = ["| type | threshold | recall | precision | accuracy |", "|---|---|---|---|---|"]
-    for name, by_threshold in table.items():
-        for threshold, scores in by_threshold.items():
-            cells = [name, f"{threshold:g}", *(_fmt(scores[k]) for k in ("recall", "precision", "accuracy"))]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _fmt(value: float) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,5 +1,6 @@
-"""The `embed` figures of the reference work: first-layer filters, their effect on one digit, and the
-truncated network's feature maps (all matplotlib figures for TensorBoard or PNG)."""
+"""The `embed` figures of the reference work: first-layer filters, their effect on one digit, the
+truncated network's feature maps, and the symbol study's SSD table and predictions (all matplotlib
+figures for TensorBoard or PNG)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+
+from datamodules.symbols import SymbolSet
+from tasks.embed.symbols import SymbolReport
+from visionlab.figures import labelled_grid
 
 
 def filter_grid_figure(weight: torch.Tensor, cols: int = 4) -> Figure:
@@ -77,4 +82,43 @@ def feature_maps_figure(maps: dict[str, torch.Tensor], image: torch.Tensor, max_
         axes[row, 0].set_title(f"{name} {tuple(m.shape)}", fontsize=6, loc="left")
     fig.suptitle("feature maps of the truncated network (first maps of each stage)", fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def ssd_table_figure(report: SymbolReport) -> Figure:
+    """Heat map of the SSD table: rows = each class's first image, columns = every train image."""
+    train, names = report.train, report.train.class_names
+    table = report.ssd_table.numpy()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * table.shape[1] + 1.5), 1.2 + 0.55 * table.shape[0]))
+    ax.imshow(table, cmap="viridis_r", aspect="auto")
+    ax.set_xticks(range(table.shape[1]), [p.stem for p in train.paths], rotation=70, fontsize=7)
+    ax.set_yticks(range(table.shape[0]), [train.paths[i].stem for i in report.ref_index], fontsize=8)
+    big = table.max() / 2 if table.size else 0
+    for r in range(table.shape[0]):
+        for c in range(table.shape[1]):
+            ax.text(c, r, f"{table[r, c]:.0f}", ha="center", va="center", fontsize=5,
+                    color="white" if table[r, c] > big else "black")  # fmt: skip
+    ax.set_title(f"SSD in the embedding: each class's first image vs all ({', '.join(names)})")
+    fig.tight_layout()
+    return fig
+
+
+def predictions_figure(
+    symbols: SymbolSet, truth: torch.Tensor, pred_1nn: torch.Tensor, pred_knn: torch.Tensor, k: int,
+    mean: float, std: float,
+) -> Figure:  # fmt: skip
+    """The symbol images (as the network sees them) titled `true -> 1-NN / k-NN`, green when both right."""
+    names = symbols.class_names
+    images = (symbols.images * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)[:, 0].numpy()
+    titles = [
+        f"{names[int(t)]}->{names[int(a)]}/{names[int(b)]}"
+        for t, a, b in zip(truth, pred_1nn, pred_knn, strict=True)
+    ]
+    colors = [
+        "green" if a == t and b == t else ("orange" if a == t or b == t else "red")
+        for t, a, b in zip(truth.tolist(), pred_1nn.tolist(), pred_knn.tolist(), strict=True)
+    ]
+    fig = labelled_grid(np.asarray(images), titles, colors, cols=min(9, max(1, len(images))))
+    fig.suptitle(f"true -> 1-NN / {k}-NN (green: both right, orange: one, red: neither)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
