@@ -87,7 +87,6 @@ TINY = {
 }
 
 
-
 def _local_runs(port: int) -> list[str]:
     """The runs the TensorBoard server on 127.0.0.1:`port` has loaded (a loopback request only)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -166,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--logdir", type=Path, help="an existing logdir (default: tiny runs of --tasks)")
     parser.add_argument("--out", type=Path, default=Path("tensorboard_screenshots"))
     parser.add_argument("--tasks", default=",".join(TINY), help="tasks of the tiny runs (comma-separated)")
-    parser.add_argument("--dashboards", default=",".join(DASHBOARDS), help="names of DASHBOARDS or URL fragments")
+    parser.add_argument(
+        "--dashboards", default=",".join(DASHBOARDS), help="names of DASHBOARDS or URL fragments"
+    )
     parser.add_argument("--size", default="1600x1100", help="browser window, WIDTHxHEIGHT")
     parser.add_argument("--wait-ms", type=int, default=20000, help="page time before each screenshot")
     args = parser.parse_args(argv)

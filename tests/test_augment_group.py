@@ -122,8 +122,12 @@ def test_without_the_groups_tasks_and_experiments_keep_their_lists() -> None:
         data = compose_config("train", [f"task={task}"]).data
         assert names(data.augment) == expected[task] and data.gpu_augment is None
     for experiment in ("pose_augmented_gpu", "segment_fcn_improved", "finetune_cpu"):
-        own = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"), resolve=False)
-        cfg = OmegaConf.to_container(compose_config("train", [f"experiment={experiment}"]).data, resolve=False)
+        own = OmegaConf.to_container(
+            OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml"), resolve=False
+        )
+        cfg = OmegaConf.to_container(
+            compose_config("train", [f"experiment={experiment}"]).data, resolve=False
+        )
         for key in ("augment", "gpu_augment"):
             if key in own["data"]:
                 assert cfg[key] == own["data"][key], (experiment, key)
@@ -142,8 +146,11 @@ def test_an_option_wins_over_the_experiment_and_a_command_line_list_wins_over_bo
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["task=finetune", "gpu_augment=reference"], "gpu_augment=reference is not an option for task=finetune; "
-         "the finetune gpu_augment options are default, none"),
+        (
+            ["task=finetune", "gpu_augment=reference"],
+            "gpu_augment=reference is not an option for task=finetune; "
+            "the finetune gpu_augment options are default, none",
+        ),
         (["experiment=pose_cpu", "augment=blur"], "augment=blur is not an option for task=pose"),
         (["task=embed", "augment=rotat"], "did you mean augment=rotate?"),
     ],
@@ -175,9 +182,17 @@ def test_embed_recipes_build_and_run_on_digits() -> None:
 
 def run_train(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "train.py", *args, f"paths.data_dir={tmp_path / 'data'}",
-         f"paths.output_dir={tmp_path / 'outputs'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "train.py",
+            *args,
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.output_dir={tmp_path / 'outputs'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -202,10 +217,20 @@ def test_help_lists_the_groups() -> None:
 @pytest.mark.slow
 def test_the_embed_augmentation_study_is_one_sweep_with_one_summary_row_per_recipe(tmp_path: Path) -> None:
     result = run_train(
-        "-m", "task=embed", f"augment={','.join(EMBED_STUDY)}", "trainer=cpu", "trainer.max_epochs=1",
-        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-        "trainer.enable_progress_bar=false", "data.synthetic.num_train=400", "data.synthetic.num_test=100",
-        "symbols.train=null", "projector.digits=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "-m",
+        "task=embed",
+        f"augment={','.join(EMBED_STUDY)}",
+        "trainer=cpu",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.enable_progress_bar=false",
+        "data.synthetic.num_train=400",
+        "data.synthetic.num_test=100",
+        "symbols.train=null",
+        "projector.digits=0",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
         tmp_path=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

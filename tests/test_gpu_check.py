@@ -20,7 +20,9 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 VENV_SITE = Path(next(p for p in sys.path if p.endswith("site-packages")))
 
 
-def run_script(*args: str, env: dict[str, str] | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+def run_script(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess:
     """`bash benchmarks/gpu_check.sh ARGS` from the repository root, output captured."""
     full_env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, **(env or {})}
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=full_env, capture_output=True,
@@ -87,7 +89,9 @@ def test_missing_packages_are_named_in_one_line_then_installed_from_wheels(tmp_p
         result = run_script("--dry-run", "--work", work, out, env=env)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and "missing Python packages: kornia" in lines[0] and "--wheels DIR" in lines[0]
+        assert (
+            len(lines) == 1 and "missing Python packages: kornia" in lines[0] and "--wheels DIR" in lines[0]
+        )
 
     wheels = fake_wheel(tmp_path / "wheels", "kornia").parent
     result = run_script("--dry-run", "--wheels", str(wheels), "--work", work, "--only", "none", out, env=env)
@@ -152,7 +156,9 @@ def fake_results(out: Path, work: Path) -> None:
 
     default = {"pose": task(92, 100, 96), "defect": task(85, 100, 86), "embed": task(85, 100, 86)}
     (out / "steps" / "throughput_default.json").write_text(json.dumps({"tasks": default}))
-    (out / "steps" / "throughput_reference.json").write_text(json.dumps({"tasks": {"pose": task(40, 100, 41)}}))
+    (out / "steps" / "throughput_reference.json").write_text(
+        json.dumps({"tasks": {"pose": task(40, 100, 41)}})
+    )
     (out / "steps" / "pose_gpu_augment.json").write_text(json.dumps({"tasks": {"pose": task(80, 100, 81)}}))
     (out / "steps" / "compile.json").write_text(json.dumps({"tasks": {"pose": task(138, 150, 140)}}))
     for name, wall in (("sweep_sequential", 60.0), ("sweep_packed", 15.0)):
@@ -175,10 +181,15 @@ def test_report_judges_every_row_against_its_target(tmp_path: Path) -> None:
     rows = {r["task"]: r for r in doc["throughput_default"]["rows"]}
     assert (rows["pose"]["b_a_result"], rows["pose"]["b_c_result"]) == ("pass", "fail")  # 0.92, 0.96
     assert rows["pose"]["b_c"] == pytest.approx(92 / 96)
-    assert (rows["defect"]["b_a_result"], rows["embed"]["b_a_result"]) == ("fail", "pass")  # 0.85: < 0.9, >= 0.8
+    assert (rows["defect"]["b_a_result"], rows["embed"]["b_a_result"]) == (
+        "fail",
+        "pass",
+    )  # 0.85: < 0.9, >= 0.8
     assert doc["embed_sweep"]["speedup"] == pytest.approx(4.0) and doc["embed_sweep"]["result"] == "pass"
     pose = doc["pose_augmentation"]
-    assert pose["gpu_augment_speedup"] == pytest.approx(2.0) and pose["compile_speedup_real"] == pytest.approx(1.5)
+    assert pose["gpu_augment_speedup"] == pytest.approx(2.0) and pose[
+        "compile_speedup_real"
+    ] == pytest.approx(1.5)
     recipes = {r["task"]: r for r in doc["recipes"]["rows"]}
     assert recipes["embed"]["value"] == 0.97 and recipes["pose"]["result"] == "missing"
 
@@ -227,7 +238,8 @@ def test_every_command_of_the_plan_composes(tmp_path: Path, dry_run: bool) -> No
             for task in tasks:
                 cfg, _ = compose_task(task, [f"trainer={trainer}", *given], tmp_path / "run")
                 assert cfg.task_name == task and str(cfg.trainer.precision) == (
-                    "32-true" if dry_run else "bf16-mixed")
+                    "32-true" if dry_run else "bf16-mixed"
+                )
                 assert len(overrides_for(task, given)) >= 1
         assert ("TORCH_COMPILE_DISABLE" in step.env) == (dry_run and step.name == "compile")
 
@@ -245,7 +257,9 @@ def test_dry_run_runs_every_step_and_writes_every_section(tmp_path: Path) -> Non
         rows = doc[section]["rows"]
         assert [r["task"] for r in rows] == list(gpu_check.TASKS)
         assert all(r.get("skipped") is None and r["b_a_result"] == "dry run" for r in rows)
-    assert all(r["real"] for r in doc["pose_augmentation"]["rows"]) and doc["pose_augmentation"]["augment_alone"]
+    assert (
+        all(r["real"] for r in doc["pose_augmentation"]["rows"]) and doc["pose_augmentation"]["augment_alone"]
+    )
     assert [r["completed"] for r in doc["embed_sweep"]["rows"]] == [2, 2]
     assert all(r["value"] is not None and r["result"] == "dry run" for r in doc["recipes"]["rows"])
     md = (out / "gpu_check.md").read_text()

@@ -45,7 +45,11 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(make_cfg) -> None:
     train(make_cfg("trainer.max_epochs=3", "scheduler=cosine", run="straight"))
     # stopped after epoch 0's three steps, with the same schedule (max_epochs) as the straight run
     first = make_cfg(
-        "trainer.max_epochs=3", "scheduler=cosine", "+trainer.max_steps=3", "run_test=false", run="interrupted"
+        "trainer.max_epochs=3",
+        "scheduler=cosine",
+        "+trainer.max_steps=3",
+        "run_test=false",
+        run="interrupted",
     )
     train(first)
     run = Path(first.paths.run_dir)
@@ -62,9 +66,13 @@ def test_ckpt_path_last_continues_the_newest_run_of_the_task(make_cfg, tmp_path:
     train(older)
     newer = make_cfg(*outputs, run="finetune/newer")
     train(newer)
-    train(make_cfg(*outputs[:1], "ckpt_path=last", "trainer.max_epochs=2", "run_test=false", run="finetune/x"))
+    train(
+        make_cfg(*outputs[:1], "ckpt_path=last", "trainer.max_epochs=2", "run_test=false", run="finetune/x")
+    )
     epochs = {
-        name: torch.load(tmp_path / "finetune" / name / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+        name: torch.load(tmp_path / "finetune" / name / "checkpoints" / "last.ckpt", weights_only=True)[
+            "epoch"
+        ]
         for name in ("older", "newer")
     }
     assert epochs == {"older": 0, "newer": 1}  # the newest run went on in place; the older is untouched

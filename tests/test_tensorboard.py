@@ -17,7 +17,13 @@ from visionlab.runner import log_final_hparams, train
 SHORT = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 #: what two tasks' runs end with (metrics.json keys), per-class values included
 FINAL = {
-    "finetune": {"val/acc": 0.5, "best/val/acc": 0.6, "test/acc": 0.55, "test/auroc": 0.8, "test/acc_class/ring": 1.0},
+    "finetune": {
+        "val/acc": 0.5,
+        "best/val/acc": 0.6,
+        "test/acc": 0.55,
+        "test/auroc": 0.8,
+        "test/acc_class/ring": 1.0,
+    },
     "embed": {"val/acc": 0.9, "best/val/acc": 0.92, "test/acc": 0.91, "test/symbols/loo_1nn_acc": 0.7},
 }
 HEADLINE = {"finetune": ("test/acc", "test/auroc"), "embed": ("test/acc", "test/symbols/loo_1nn_acc")}
@@ -27,14 +33,20 @@ HEADLINE = {"finetune": ("test/acc", "test/auroc"), "embed": ("test/acc", "test/
 def logdir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """One tiny finetune run and one tiny embed run under one output folder."""
     outputs = tmp_path_factory.mktemp("outputs")
-    tiny_embed = [*TINY_EMBED, "data.synthetic={num_train: 120, num_test: 40, seed: 0}", "projector.digits=20"]
+    tiny_embed = [
+        *TINY_EMBED,
+        "data.synthetic={num_train: 120, num_test: 40, seed: 0}",
+        "projector.digits=20",
+    ]
     for task, base in (("finetune", TINY_FINETUNE), ("embed", tiny_embed)):
         overrides = [*base, *SHORT, f"paths.data_dir={data_dir}", f"paths.run_dir={outputs / task / 'run'}"]
         train(compose_config("train", overrides))
     return outputs
 
 
-def read_hparams(logdir: Path, configs: dict[str, dict] | None = None) -> tuple[set[str], set[str], dict[str, dict[str, float]]]:
+def read_hparams(
+    logdir: Path, configs: dict[str, dict] | None = None
+) -> tuple[set[str], set[str], dict[str, dict[str, float]]]:
     """What the HPARAMS tab gets: its hparam columns, its metric columns, and each session's metric
     values by session name (the run), through the plugin's own request handlers; `configs`, when
     given, receives each session's hparam values."""
@@ -97,9 +109,13 @@ def test_a_resumed_run_has_one_hparams_row_with_its_latest_config(tmp_path: Path
 
     run = tmp_path / "finetune" / "run"
     for epochs, acc in ((2, 0.4), (5, 0.7)):  # the first part, then its resume in the same folder
-        cfg = compose_config("train", ["task=finetune", f"paths.run_dir={run}", f"trainer.max_epochs={epochs}"])
+        cfg = compose_config(
+            "train", ["task=finetune", f"paths.run_dir={run}", f"trainer.max_epochs={epochs}"]
+        )
         logger = TensorBoardLogger(save_dir=str(run), name="tensorboard", version="")
-        log_final_hparams([logger], cfg, {**FINAL["finetune"], "test/acc": acc}, HEADLINE["finetune"], step=epochs)
+        log_final_hparams(
+            [logger], cfg, {**FINAL["finetune"], "test/acc": acc}, HEADLINE["finetune"], step=epochs
+        )
     configs: dict[str, dict] = {}
     _, _, sessions = read_hparams(tmp_path, configs)
     assert sessions["finetune/run/tensorboard/hparams"]["test/acc"] == pytest.approx(0.7)
@@ -149,7 +165,18 @@ def test_screenshot_script_writes_a_picture_per_dashboard(tmp_path: Path) -> Non
     logger.log_metrics({"train/loss": 0.5}, step=2)
     log_final_hparams([logger], cfg, FINAL["finetune"], HEADLINE["finetune"], step=2)
     out = tmp_path / "shots"
-    main(["--logdir", str(tmp_path / "logs"), "--out", str(out), "--dashboards", "scalars,hparams", "--wait-ms", "8000"])
+    main(
+        [
+            "--logdir",
+            str(tmp_path / "logs"),
+            "--out",
+            str(out),
+            "--dashboards",
+            "scalars,hparams",
+            "--wait-ms",
+            "8000",
+        ]
+    )
     for name in ("scalars", "hparams"):
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and len(png) > 20_000, name  # a rendered page, not a blank one

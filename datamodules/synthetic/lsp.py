@@ -60,7 +60,9 @@ def generate_lsp(root: Path, num_images: int = 2000, seed: int = 0, level: str =
     scipy.io.savemat(str(root / "joints.mat"), {"joints": joints})
 
 
-def render_person(rng: np.random.Generator, level: str = "hard") -> tuple[Image.Image, np.ndarray, np.ndarray]:
+def render_person(
+    rng: np.random.Generator, level: str = "hard"
+) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     """Draw one image; return (RGB image, joints (14, 2) pixel xy, visible (14,) bool)."""
     height = int(rng.integers(160, 261))
     width = int(np.clip(round(height * np.exp(rng.uniform(np.log(0.6), np.log(1.45)))), 120, 320))

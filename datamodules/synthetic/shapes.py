@@ -196,7 +196,9 @@ def generate_shapes(
     if level not in LEVELS:
         raise ValueError(f"data.synthetic.level={level!r}; expected one of {LEVELS}")
     per_class = per_class or {"train": 80, "val": 20, "test": 20}
-    announce(sum(int(n) for n in per_class.values()) * (len(CLASS_NAMES) if classes is None else len(classes)))
+    announce(
+        sum(int(n) for n in per_class.values()) * (len(CLASS_NAMES) if classes is None else len(classes))
+    )
     for split_index, (split, count) in enumerate(per_class.items()):
         for class_index, name in enumerate(CLASS_NAMES):
             if classes is not None and name not in classes:

@@ -160,7 +160,11 @@ def _id(index: int) -> str:
 
 
 def generate_voc(
-    root: Path, num_images: int = 1000, size: int = 160, seed: int = 0, val_fraction: float = 0.2,
+    root: Path,
+    num_images: int = 1000,
+    size: int = 160,
+    seed: int = 0,
+    val_fraction: float = 0.2,
     level: str = "hard",
 ) -> None:
     """Write `num_images` scenes of `size`x`size` into `root` as VOC (JPEGImages, SegmentationClass,
@@ -171,7 +175,9 @@ def generate_voc(
     root = Path(root)
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for index in tracked(range(num_images), num_images):  # about 8 ms per 160 px image on one core: no process pool needed
+    for index in tracked(
+        range(num_images), num_images
+    ):  # about 8 ms per 160 px image on one core: no process pool needed
         image, labels = draw_scene(np.random.default_rng([seed, index]), size, level)
         Image.fromarray(image).save(root / "JPEGImages" / f"{_id(index)}.jpg", quality=90)
         mask = Image.fromarray(labels, "P")

@@ -43,7 +43,9 @@ class DeepPoseNet(nn.Module):
 
         def conv(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
             layers: list[nn.Module] = [
-                nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=2 if kernel > 3 else 1, bias=not batch_norm)
+                nn.Conv2d(
+                    c_in, c_out, kernel, stride=stride, padding=2 if kernel > 3 else 1, bias=not batch_norm
+                )
             ]
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
