@@ -34,7 +34,12 @@ def test_two_process_ddp_reduces_metrics_and_only_rank_zero_writes(data_dir: Pat
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((run / "tensorboard").glob("events.*"))) >= 1
-    assert sorted(p.name for p in run.iterdir() if p.suffix == ".json") == ["job.json", "metrics.json"]
+    # one of each file (rank 0 writes them; tables.json is the run report's tables)
+    assert sorted(p.name for p in run.iterdir() if p.suffix == ".json") == [
+        "job.json",
+        "metrics.json",
+        "tables.json",
+    ]
     trained = json.loads((run / "metrics.json").read_text())
 
     # Each rank tested half of the 36 test images; the reduced accuracy equals one process on all.
