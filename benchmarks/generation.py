@@ -41,13 +41,14 @@ class GenerationResult:
 def time_generation(task: str, overrides: Sequence[str] = ()) -> GenerationResult:
     """Generate `task`'s embedded dataset (its config's `data.synthetic`) into a fresh temporary
     folder and time it, then time the first `setup("fit")` on it."""
-    from visionlab.runner import task_classes
+    from visionlab.runner import datamodule_from_config
 
     with tempfile.TemporaryDirectory(prefix=f"visionlab_gen_{task}_") as tmp:
-        cfg, _ = compose_task(task, ["trainer=cpu", *overrides], Path(tmp) / "run")
-        _, data_cls = task_classes(cfg)
         data_dir = Path(tmp) / "data"
-        datamodule = data_cls(data_dir=str(data_dir), **OmegaConf.to_container(cfg.data, resolve=True))
+        cfg, _ = compose_task(
+            task, ["trainer=cpu", *overrides, f"paths.data_dir={data_dir}"], Path(tmp) / "run"
+        )
+        datamodule = datamodule_from_config(cfg)
         started = time.perf_counter()
         datamodule.prepare_data()
         generated = time.perf_counter()

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from benchmarks.throughput import compose_task, environment
-from visionlab.runner import build_datamodule
+from visionlab.runner import datamodule_from_config
 
 #: the key of the embedded-set size of each task that can cache its decoded images
 SIZE_KEYS = {
@@ -53,10 +53,11 @@ def parse_list(text: str, kind: type, name: str) -> list[Any]:
 
 
 def generate(task: str, overrides: Sequence[str]) -> None:
-    """Writes the embedded set these overrides name, if it is not on disk yet (not part of any measurement)."""
+    """Writes the embedded set these overrides name, if it is not on disk yet (not part of any
+    measurement; `prepare_data` only: nothing is read or decoded in this process)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg, _ = compose_task(task, overrides, Path(tmp))
-        build_datamodule(cfg).prepare_data()
+        datamodule_from_config(cfg).prepare_data()
 
 
 def measure(task: str, overrides: Sequence[str], steps: int, warmup: int, repeats: int) -> dict[str, Any]:

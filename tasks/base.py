@@ -35,6 +35,9 @@ class TaskModule(pl.LightningModule):
         super().__init__()
         #: scalar results of the last test epoch, for evaluate.py's metrics.json
         self.test_results: dict[str, float] = {}
+        #: the epoch's training loss so far (sum of loss x batch size, images): `log_train_loss`
+        self._train_loss_sum: torch.Tensor | None = None
+        self._train_loss_count = 0
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["task_name"] = self.task_name
@@ -45,16 +48,13 @@ class TaskModule(pl.LightningModule):
         `on_train_epoch_end`: two additions on the device per step, where a per-step `self.log` costs
         more than the whole step of a small network on a CPU."""
         value = loss.detach().float() * batch_size
-        if getattr(self, "_train_loss_sum", None) is None or self._train_loss_sum.device != value.device:
-            self._train_loss_sum, self._train_loss_count = torch.zeros_like(value), 0
-        self._train_loss_sum += value
+        self._train_loss_sum = value if self._train_loss_sum is None else self._train_loss_sum + value
         self._train_loss_count += batch_size
 
     def on_train_epoch_end(self) -> None:
         """Logs the epoch's mean training loss (TensorBoard, progress bar, metrics.json) and resets it."""
-        count = getattr(self, "_train_loss_count", 0)
-        if count:
-            self.log("train/loss", self._train_loss_sum / count, prog_bar=True)
+        if self._train_loss_sum is not None and self._train_loss_count:
+            self.log("train/loss", self._train_loss_sum / self._train_loss_count, prog_bar=True)
         self._train_loss_sum, self._train_loss_count = None, 0
 
     # ---- optimisation -------------------------------------------------------------------------

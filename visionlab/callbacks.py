@@ -48,14 +48,18 @@ class EpochLog(Callback):
     callback's `on_train_epoch_end` before the module's, so the line is written at the next epoch's
     start (or the end of training), once what the module logs at its epoch end is there too."""
 
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        #: (epoch, seconds) of the finished epoch whose line is not written yet
+        self._pending: tuple[int, float] | None = None
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_pending(trainer)
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.sanity_checking:
-            seconds = time.perf_counter() - getattr(self, "_start", time.perf_counter())
-            self._pending: tuple[int, float] | None = (trainer.current_epoch, seconds)
+            self._pending = (trainer.current_epoch, time.perf_counter() - self._start)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write_pending(trainer)
@@ -67,7 +71,7 @@ class EpochLog(Callback):
 
     def _write_pending(self, trainer: pl.Trainer) -> None:
         """The line of the last finished epoch, if it is not written yet."""
-        pending, self._pending = getattr(self, "_pending", None), None
+        pending, self._pending = self._pending, None
         if pending is None:
             return
         epoch, seconds = pending

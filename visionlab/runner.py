@@ -343,17 +343,25 @@ def prepare_run_dir(cfg: DictConfig) -> Path:
     return run_dir
 
 
-def build_datamodule(cfg: DictConfig, trained_on: dict[str, Any] | None = None) -> pl.LightningDataModule:
-    """The task's DataModule from `cfg.data`, prepared and set up (class names are needed to build
-    the model). For evaluation, `trained_on` supplies the image size the checkpoint expects."""
+def datamodule_from_config(
+    cfg: DictConfig, trained_on: dict[str, Any] | None = None
+) -> pl.LightningDataModule:
+    """The task's DataModule built from `cfg.data`, nothing read or generated yet. For evaluation,
+    `trained_on` supplies the image size the checkpoint expects."""
     _, data_cls = task_classes(cfg)
     kwargs = _plain(cfg.data)
     if trained_on and "image_size" in trained_on and "image_size" in kwargs:
         kwargs["image_size"] = trained_on["image_size"]
     try:
-        datamodule = data_cls(data_dir=str(Path(cfg.paths.data_dir).expanduser().resolve()), **kwargs)
+        return data_cls(data_dir=str(Path(cfg.paths.data_dir).expanduser().resolve()), **kwargs)
     except TypeError as err:
         raise ConfigError(f"data: {err}") from None
+
+
+def build_datamodule(cfg: DictConfig, trained_on: dict[str, Any] | None = None) -> pl.LightningDataModule:
+    """The task's DataModule from `cfg.data`, prepared and set up (class names are needed to build
+    the model)."""
+    datamodule = datamodule_from_config(cfg, trained_on)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
