@@ -93,10 +93,15 @@ class FinetuneTask(TaskModule):
         x, y, _ = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        self.train_acc(logits, y)
+        self.train_acc.update(logits, y)
         self.log_train_loss(loss, y.shape[0])
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        """The epoch's training loss and accuracy, logged once (no per-step `self.log`)."""
+        super().on_train_epoch_end()
+        self.log("train/acc", self.train_acc.compute())
+        self.train_acc.reset()
 
     def _eval_step(self, batch: Any, stage: str) -> None:
         x, y, raw = batch
