@@ -1,4 +1,5 @@
-"""Pieces every DataModule shares: config checks, worker sizing and DataLoader construction."""
+"""Pieces every DataModule shares: the base class that parses `data.*` into typed settings, worker
+sizing and DataLoader construction."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar, cast, get_args
 
 import lightning.pytorch as pl
 import numpy as np
@@ -14,35 +16,24 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.gpu_augment import GpuAugment
-from visionlab.errors import ConfigError, DataError
+from datamodules.settings import DataSettings
+from datamodules.synthetic import ensure_generated
+from visionlab.errors import DataError
+
+#: the settings model of a SplitDataModule subclass
+S = TypeVar("S", bound=DataSettings)
 
 
 def resolve_num_workers(value: int | str) -> int:
-    """`auto` = one worker per core but one, at most 16; an integer is taken as given."""
+    """`auto` = one worker per core but one, at most 16; an integer (checked by the settings) as given."""
     if value == "auto":
         return max(0, min(16, (os.cpu_count() or 1) - 1))
-    if not isinstance(value, int) or value < 0:
-        raise ConfigError(f"data.num_workers={value!r} must be a non-negative integer or 'auto'")
-    return value
+    return int(value)
 
 
 def resolve_pin_memory(value: bool | str) -> bool:
     """`auto` = pin host memory only when a CUDA device will receive the batches."""
     return torch.cuda.is_available() if value == "auto" else bool(value)
-
-
-def check_positive(key: str, value: Any) -> None:
-    """ConfigError unless `value` is a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}={value!r} must be a positive integer")
-
-
-def check_fractions(key: str, fractions: Sequence[float]) -> tuple[float, float, float]:
-    """ConfigError unless `fractions` are three non-negative numbers summing to 1 with train > 0."""
-    values = tuple(float(f) for f in fractions)
-    if len(values) != 3 or min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1.0) > 1e-6:
-        raise ConfigError(f"{key}={list(fractions)} must be [train, val, test] fractions >= 0 summing to 1")
-    return values  # type: ignore[return-value]
 
 
 def make_loader(
@@ -193,13 +184,6 @@ AUTO_CACHE_SHARE = 0.25
 AUTO_CACHE_FALLBACK_BYTES = 2 * 1024**3
 
 
-def check_cache_images(value: Any, key: str = "data.cache_images") -> bool | str:
-    """`value` if it is true, false or auto; anything else is a ConfigError naming `key`."""
-    if not isinstance(value, (bool, str)) or value not in (True, False, "auto"):
-        raise ConfigError(f"{key}={value!r}: expected true, false or auto")
-    return value
-
-
 def available_memory_bytes() -> int | None:
     """The memory the OS can still give this process (Linux MemAvailable, else free physical pages)."""
     try:
@@ -224,13 +208,6 @@ def keep_decoded(cache: bool | str, count: int, bytes_each: int) -> bool:
     available = available_memory_bytes()
     budget = AUTO_CACHE_FALLBACK_BYTES if available is None else AUTO_CACHE_SHARE * available
     return 0 < count * bytes_each <= budget
-
-
-def check_on_bad_file(value: Any, key: str = "data.on_bad_file") -> bool:
-    """True for `skip`, False for `raise` (the default); anything else is a ConfigError naming `key`."""
-    if value not in ("raise", "skip"):
-        raise ConfigError(f"{key}={value!r} must be 'raise' or 'skip'")
-    return value == "skip"
 
 
 def readable_items(
@@ -259,17 +236,59 @@ def readable_items(
     return [i for i, e in enumerate(errors) if e is None]
 
 
-class SplitDataModule(pl.LightningDataModule):
-    """A DataModule whose `setup()` fills `self.datasets` with train/val/test; it provides the loaders
-    (train shuffled, dropping a last partial batch when there is more than one). An empty train or
-    test split is an error; an empty val split just means no validation."""
+class SplitDataModule(pl.LightningDataModule, Generic[S]):
+    """A DataModule built from `data.*` (parsed into its `settings_class`, so a wrong key or value is
+    one ConfigError line before anything is read) whose `setup()` fills `self.datasets` with
+    train/val/test; it provides the loaders (train shuffled, dropping a last partial batch when there
+    is more than one). An empty train or test split is an error; an empty val split just means no
+    validation."""
 
+    #: the typed `data.*` settings this DataModule takes: the `SplitDataModule[<Settings>]` parameter
+    settings_class: ClassVar[type[DataSettings]] = DataSettings
+    settings: S
     datasets: dict[str, Dataset]
-    batch_size: int
-    num_workers: int
-    pin_memory: bool
     #: batched augmentation on the training device (`data.gpu_augment`), None = none
     gpu_augment: GpuAugment | None = None
+    #: the embedded set's generator (`datamodules.synthetic`), called with `data.synthetic` by
+    #: `prepare_data` when `data.root` is null, into `synthetic_root`; None = no embedded set
+    generate: ClassVar[Callable[..., Any] | None] = None
+    #: where the embedded set lies under `data_dir` (subclasses set it in `configure`)
+    synthetic_root: Path
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            found = [a for a in get_args(base) if isinstance(a, type) and issubclass(a, DataSettings)]
+            if found:
+                cls.settings_class = found[0]
+
+    def __init__(self, data_dir: str, root: str | None = None, **settings: Any) -> None:
+        super().__init__()
+        self.settings = cast(S, self.settings_class.parse({"root": root, **settings}))
+        self.data_dir = Path(data_dir)
+        #: `data.root` as a path; None = the embedded set generated under `data_dir`
+        self.root = Path(self.settings.root).expanduser() if self.settings.root else None
+        self.batch_size = self.settings.batch_size
+        self.num_workers = resolve_num_workers(self.settings.num_workers)
+        self.pin_memory = resolve_pin_memory(self.settings.pin_memory)
+        self.skip_bad_files = self.settings.skip_bad_files
+        self.synthetic = dict(self.settings.synthetic or {})
+        self.datasets = {}
+        self.configure()
+
+    def configure(self) -> None:
+        """The format's own state from `self.settings` (augmentation pipelines, the embedded set's
+        folder, split settings), made once at construction; subclasses override."""
+
+    @property
+    def resolved_root(self) -> Path:
+        """The folder the data is read from: `data.root`, or the embedded set's folder."""
+        return (self.root if self.root is not None else self.synthetic_root).resolve()
+
+    def prepare_data(self) -> None:
+        """Generate the embedded set on first use (a real `data.root` is only read, in `setup`)."""
+        if self.root is None and self.generate is not None:
+            ensure_generated(self.resolved_root, self.generate, **self.synthetic)
 
     def gpu_augment_batch(self, batch: Any, epoch: int) -> Any:
         """Apply `gpu_augment` to a training batch already on the device. Default layout: images
@@ -293,7 +312,7 @@ class SplitDataModule(pl.LightningDataModule):
 
     def describe(self) -> str:
         """Where the data comes from, for error messages."""
-        return str(getattr(self, "resolved_root", type(self).__name__))
+        return str(self.resolved_root)
 
     #: what to do about an empty split, appended to the error
     empty_split_hint: str = "check the split settings in data.*"

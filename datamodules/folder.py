@@ -11,27 +11,18 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt, field_validator
 from torch.utils.data import Dataset
 
-from datamodules.common import (
-    SplitDataModule,
-    check_cache_images,
-    check_fractions,
-    check_on_bad_file,
-    check_positive,
-    decode_all,
-    keep_decoded,
-    readable_items,
-    resolve_num_workers,
-    resolve_pin_memory,
-)
+from datamodules.common import SplitDataModule, decode_all, keep_decoded, readable_items
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import list_images, read_image
-from datamodules.synthetic import ensure_generated, synthetic_folder
+from datamodules.settings import ImageSettings, NormalisedSettings
+from datamodules.synthetic import synthetic_folder
 from datamodules.synthetic.shapes import check_classes, generate_shapes, subset_tag
 from datamodules.transforms import SeededAugment, build_augment, resize_short_side_center_crop
 from visionlab.errors import DataError
@@ -162,46 +153,39 @@ def load_resized(path: Path, size: int) -> np.ndarray:
     return resize_short_side_center_crop(read_image(path, "RGB"), size)
 
 
-class FolderDataModule(SplitDataModule):
+class FolderSettings(ImageSettings, NormalisedSettings):
+    """`data.*` of `finetune`: the input size and the split of a root without split folders."""
+
+    image_size: PositiveInt = Field(64, description="a positive integer (pixels)")
+    batch_size: PositiveInt = Field(64, description="a positive integer")
+    cache_images: bool | Literal["auto"] = Field(True, description="true, false or auto")
+    split_fractions: list[float] = Field(
+        [0.7, 0.15, 0.15], description="[train, val, test] fractions >= 0 summing to 1"
+    )
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _check_fractions(cls, values: list[float]) -> list[float]:
+        if len(values) != 3 or min(values) < 0 or values[0] <= 0 or abs(sum(values) - 1.0) > 1e-6:
+            raise ValueError(
+                f"data.split_fractions={values} must be [train, val, test] fractions >= 0 summing to 1"
+            )
+        return values
+
+
+class FolderDataModule(SplitDataModule[FolderSettings]):
     """Class-per-folder data; `root=None` uses the embedded 12-class set (or the classes of
     `synthetic["classes"]`) under `data_dir`."""
 
     empty_split_hint = "add test/ images or a test fraction (data.split_fractions)"
 
-    def __init__(
-        self,
-        data_dir: str,
-        root: str | None = None,
-        image_size: int = 64,
-        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-        split_seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int | str = 2,
-        pin_memory: bool | str = "auto",
-        cache_images: bool | str = True,
-        on_bad_file: str = "raise",
-        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-        std: tuple[float, ...] = (0.229, 0.224, 0.225),
-        augment: list[dict[str, Any]] | None = None,
-        gpu_augment: list[dict[str, Any]] | None = None,
-        synthetic: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        check_positive("data.batch_size", batch_size)
-        check_positive("data.image_size", image_size)
-        check_cache_images(cache_images)
-        self.fractions = check_fractions("data.split_fractions", split_fractions)
-        self.data_dir = Path(data_dir)
-        self.root = Path(root).expanduser() if root else None
-        self.image_size, self.split_seed, self.batch_size = image_size, split_seed, batch_size
-        self.num_workers = resolve_num_workers(num_workers)
-        self.pin_memory = resolve_pin_memory(pin_memory)
-        self.cache_images = cache_images
-        self.skip_bad_files = check_on_bad_file(on_bad_file)
-        self.mean, self.std = list(mean), list(std)
-        self.augment = build_augment(augment)
-        self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(image_size, image_size, 3))
-        self.synthetic = dict(synthetic or {})
+    generate = staticmethod(generate_shapes)
+
+    def configure(self) -> None:
+        s = self.settings
+        self.fractions: tuple[float, float, float] = tuple(s.split_fractions)  # type: ignore[assignment]
+        self.augment = build_augment(s.augment)
+        self.gpu_augment = build_gpu_augment(s.gpu_augment, image_shape=(s.image_size, s.image_size, 3))
         # a class subset is passed on (and recorded in the marker) only when it is one: the full set's
         # parameters, and so its folder and marker, stay what they were before subsets existed
         classes = check_classes(self.synthetic.pop("classes", None))
@@ -211,20 +195,11 @@ class FolderDataModule(SplitDataModule):
             self.data_dir, "finetune_shapes", self.synthetic, subset_tag(classes)
         )
         self.index: FolderIndex | None = None
-        self.datasets: dict[str, ImageFolderDataset] = {}
-
-    @property
-    def resolved_root(self) -> Path:
-        return self.root if self.root is not None else self.synthetic_root
-
-    def prepare_data(self) -> None:
-        if self.root is None:
-            ensure_generated(self.resolved_root, generate_shapes, **self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
-        self.index = index_class_folders(self.resolved_root, self.fractions, self.split_seed)
+        self.index = index_class_folders(self.resolved_root, self.fractions, self.settings.split_seed)
         if self.skip_bad_files:  # one pass over every split: one warning counts every unreadable image
             paths = [p for split in SPLITS for p, _ in self.index.samples[split]]
             readable = {paths[i] for i in readable_items(paths, read_image)}
@@ -233,7 +208,7 @@ class FolderDataModule(SplitDataModule):
         for split in SPLITS:
             augment = self.augment if split == "train" else None
             self.datasets[split] = ImageFolderDataset(
-                self.index.samples[split], self.image_size, augment, self.cache_images
+                self.index.samples[split], self.settings.image_size, augment, self.settings.cache_images
             )
         sizes = {s: len(d) for s, d in self.datasets.items()}
         log.info(
@@ -247,8 +222,8 @@ class FolderDataModule(SplitDataModule):
         assert self.index is not None, "call setup() first"
         return {
             "class_names": self.index.class_names,
-            "mean": self.mean,
-            "std": self.std,
-            "image_size": self.image_size,
+            "mean": self.settings.mean,
+            "std": self.settings.std,
+            "image_size": self.settings.image_size,
             "root": str(self.resolved_root),
         }

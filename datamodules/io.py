@@ -33,6 +33,15 @@ def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
         raise DataError(f"{path}: cannot decode image ({err}); replace or remove the file") from None
 
 
+def image_header_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding the pixels; DataError naming the file."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{path}: cannot read image header ({err}); replace or remove the file") from None
+
+
 def read_label_png(path: str | Path) -> np.ndarray:
     """Read a palette/grayscale label PNG as its raw indices (H, W) uint8, without palette conversion."""
     path = Path(path)

@@ -22,32 +22,24 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import albumentations as A
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field, PositiveInt
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.common import (
-    SplitDataModule,
-    check_cache_images,
-    check_on_bad_file,
-    check_positive,
-    decode_all,
-    keep_decoded,
-    make_loader,
-    resolve_num_workers,
-    resolve_pin_memory,
-)
+from datamodules.common import SplitDataModule, decode_all, keep_decoded, make_loader
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import read_image
 from datamodules.lsp_format import JOINT_NAMES, LSP_FLIP_PERMUTATION, LSPAnnotations, read_lsp, split_lsp
-from datamodules.synthetic import ensure_generated, synthetic_folder
+from datamodules.settings import ImageSettings, NormalisedSettings
+from datamodules.synthetic import synthetic_folder
 from datamodules.synthetic.lsp import generate_lsp
 from datamodules.transforms import SeededAugment, build_augment
-from visionlab.errors import ConfigError, DataError
+from visionlab.errors import DataError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -145,99 +137,60 @@ def augment_sample(
 LSP_TEST_COUNT = 1000
 
 
-class LSPDataModule(SplitDataModule):
+class LSPSettings(ImageSettings, NormalisedSettings):
+    """`data.*` of `pose`: the LSP split (train_count, fractions) and the letterbox padding."""
+
+    image_size: PositiveInt = Field(220, description="a positive integer (pixels)")
+    pad_value: int = Field(0, ge=0, le=255, description="an integer grey level in 0..255")
+    train_count: PositiveInt | None = Field(1000, description="a positive integer or null")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="a fraction in [0, 1)")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="a fraction in [0, 1)")
+    visible_value: Literal[0, 1] | None = Field(None, description="0, 1 or null (by layout)")
+
+
+class LSPDataModule(SplitDataModule[LSPSettings]):
     """LSP / LSPet joints with letterboxed images; `root=None` uses the embedded drawn-people set."""
 
     empty_split_hint = "raise data.test_fraction / data.val_fraction or use a larger set"
 
-    def __init__(
-        self,
-        data_dir: str,
-        root: str | None = None,
-        image_size: int = 220,
-        pad_value: int = 0,
-        train_count: int | None = 1000,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        split_seed: int = 0,
-        visible_value: int | None = None,
-        batch_size: int = 32,
-        num_workers: int | str = 2,
-        pin_memory: bool | str = "auto",
-        cache_images: bool | str = "auto",
-        on_bad_file: str = "raise",
-        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-        std: tuple[float, ...] = (0.229, 0.224, 0.225),
-        augment: list[dict[str, Any]] | None = None,
-        gpu_augment: list[dict[str, Any]] | None = None,
-        synthetic: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        check_positive("data.batch_size", batch_size)
-        check_positive("data.image_size", image_size)
-        check_cache_images(cache_images)
-        if train_count is not None:
-            check_positive("data.train_count", train_count)
-        if visible_value not in (None, 0, 1):
-            raise ConfigError(f"data.visible_value={visible_value!r}: expected 0, 1 or null (by layout)")
-        if isinstance(pad_value, bool) or not isinstance(pad_value, int) or not 0 <= pad_value <= 255:
-            raise ConfigError(f"data.pad_value={pad_value!r} must be an integer grey level in 0..255")
-        for key, value in (("data.val_fraction", val_fraction), ("data.test_fraction", test_fraction)):
-            if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise ConfigError(f"{key}={value!r}: expected a fraction in [0, 1)")
-        self.data_dir = Path(data_dir)
-        self.root = Path(root).expanduser() if root else None
-        self.image_size, self.pad_value = image_size, pad_value
-        self.train_count, self.val_fraction, self.test_fraction = train_count, val_fraction, test_fraction
-        self.split_seed, self.visible_value, self.batch_size = split_seed, visible_value, batch_size
-        self.num_workers = resolve_num_workers(num_workers)
-        self.pin_memory = resolve_pin_memory(pin_memory)
-        self.cache_images = cache_images
-        self.skip_bad_files = check_on_bad_file(on_bad_file)
-        self.mean, self.std = list(mean), list(std)
+    generate = staticmethod(generate_lsp)
+
+    def configure(self) -> None:
+        s = self.settings
         self.augment = build_augment(
-            augment,
+            s.augment,
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             save_applied_params=True,
         )
         self.gpu_augment = build_gpu_augment(
-            gpu_augment,
+            s.gpu_augment,
             mirror_permutation=LSP_FLIP_PERMUTATION,
-            image_shape=(image_size, image_size, 3),
+            image_shape=(s.image_size, s.image_size, 3),
             keypoints=True,
         )
-        self.synthetic = dict(synthetic or {})
         self.synthetic_root = synthetic_folder(self.data_dir, "lsp_synthetic", self.synthetic)
         self.annotations: LSPAnnotations | None = None
-        self.datasets: dict[str, LSPDataset] = {}
 
     def split_train_count(self) -> int | None:
         """`data.train_count` for a real folder. A larger embedded set keeps LSP's 1000 test images: of
         `num_images` drawn people the first max(train_count, num_images - 1000) are train."""
-        if self.root is not None or self.train_count is None:
-            return self.train_count
-        return max(self.train_count, int(self.synthetic.get("num_images", 2000)) - LSP_TEST_COUNT)
-
-    @property
-    def resolved_root(self) -> Path:
-        return (self.root if self.root is not None else self.synthetic_root).resolve()
-
-    def prepare_data(self) -> None:
-        if self.root is None:
-            ensure_generated(self.resolved_root, generate_lsp, **self.synthetic)
+        train_count = self.settings.train_count
+        if self.root is not None or train_count is None:
+            return train_count
+        return max(train_count, int(self.synthetic.get("num_images", 2000)) - LSP_TEST_COUNT)
 
     def setup(self, stage: str | None = None) -> None:
         if self.annotations is not None:
             return
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ann = read_lsp(self.resolved_root, self.visible_value, self.skip_bad_files)
+            ann = read_lsp(self.resolved_root, self.settings.visible_value, self.skip_bad_files)
             split = split_lsp(
                 ann,
                 train_count=self.split_train_count(),
-                test_fraction=self.test_fraction,
-                val_fraction=self.val_fraction,
-                seed=self.split_seed,
+                test_fraction=self.settings.test_fraction,
+                val_fraction=self.settings.val_fraction,
+                seed=self.settings.split_seed,
             )
         for w in caught:  # re-issue for pytest/users and say it in the log
             log.warning("%s", w.message)
@@ -250,10 +203,10 @@ class LSPDataModule(SplitDataModule):
                 ann.joints[rows],
                 ann.visible[rows],
                 ann.image_sizes[rows],
-                self.image_size,
-                self.pad_value,
+                self.settings.image_size,
+                self.settings.pad_value,
                 self.augment if name == "train" else None,
-                self.cache_images,
+                self.settings.cache_images,
             )
         sizes = {s: len(d) for s, d in self.datasets.items()}
         log.info("%s (%s layout): images per split %s", self.resolved_root, ann.layout, sizes)
@@ -265,9 +218,9 @@ class LSPDataModule(SplitDataModule):
         assert self.annotations is not None, "call setup() first"
         return {
             "joint_names": list(JOINT_NAMES),
-            "mean": self.mean,
-            "std": self.std,
-            "image_size": self.image_size,
+            "mean": self.settings.mean,
+            "std": self.settings.std,
+            "image_size": self.settings.image_size,
             "root": str(self.resolved_root),
             "layout": self.annotations.layout,
         }

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from datamodules.common import readable_items
-from datamodules.io import read_image
+from datamodules.io import image_header_size, read_image
 from visionlab.errors import ConfigError, DataError
 
 JOINT_NAMES = (
@@ -140,7 +139,7 @@ def read_lsp(
         rows, paths = [rows[i] for i in keep], [paths[i] for i in keep]
         if not paths:
             raise DataError(f"{root}: none of the {raw.shape[0]} annotated images can be read")
-    sizes = [_image_size(path) for path in paths]
+    sizes = [image_header_size(path) for path in paths]
 
     kept = raw[rows]
     joints = kept[:, :, :2]
@@ -211,12 +210,3 @@ def _find_image(root: Path, name: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the header, without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{path}: cannot read image header ({err}); replace or remove the file") from None

@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, PositiveInt, model_validator
 from torch.utils.data import Dataset
 
-from datamodules.common import (
-    DeviceBatches,
-    SplitDataModule,
-    check_on_bad_file,
-    check_positive,
-    resolve_num_workers,
-    resolve_pin_memory,
-)
+from datamodules.common import DeviceBatches, SplitDataModule
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.idx import MNIST_HELP, read_mnist
+from datamodules.settings import NormalisedSettings
 from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolTransform, load_symbols
-from datamodules.synthetic import ensure_generated
 from datamodules.synthetic.mnist import generate_mnist
 from datamodules.transforms import SeededAugment, build_augment
 from visionlab.errors import ConfigError, DataError
@@ -79,7 +73,42 @@ class DigitDataset(Dataset):
         return self.images[self.indices], self.labels[self.indices]
 
 
-class MNISTDataModule(SplitDataModule):
+class MNISTSettings(NormalisedSettings):
+    """`data.*` of `embed`: the validation share of the training file, where batches live, and the
+    symbol folders of the transfer step."""
+
+    channels: ClassVar[int] = 1
+    batch_size: PositiveInt = Field(64, description="a positive integer")
+    mean: list[float] = Field([MNIST_MEAN], description="one number (grayscale)")
+    std: list[float] = Field([MNIST_STD], description="one positive number (grayscale)")
+    val_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="a number between 0 and 1 (exclusive): the share of the training file held out "
+        "for validation",
+    )
+    device_resident: bool | Literal["auto"] = Field("auto", description="true, false or auto")
+    symbols_train: str | None = Field(None, description="a class-per-folder path or null")
+    symbols_test: str | None = Field(None, description="a class-per-folder path or null")
+    symbol_transform: dict[str, Any] | None = Field(
+        None, description=f"a mapping with some of {list(TRANSFORM_KEYS)}"
+    )
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> MNISTSettings:
+        if self.device_resident is True and self.augment:
+            raise ValueError(
+                "data.device_resident=true cannot run data.augment (Albumentations works per sample on the "
+                "CPU): move the transforms to data.gpu_augment (kornia, on the device) or set "
+                "data.device_resident=false"
+            )
+        if self.symbols_test is not None and self.symbols_train is None:
+            raise ValueError("transfer.test is set but transfer.train is not; give the folder to train on")
+        return self
+
+
+class MNISTDataModule(SplitDataModule[MNISTSettings]):
     """MNIST IDX files from `root` (or torchvision's `MNIST/raw`); `root=None` = embedded digits.
 
     With `symbols_train` set (the transfer step, see docs/embed.md) it serves that class-per-folder
@@ -89,78 +118,30 @@ class MNISTDataModule(SplitDataModule):
 
     empty_split_hint = "check data.val_fraction and the IDX files"
 
-    def __init__(
-        self,
-        data_dir: str,
-        root: str | None = None,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        batch_size: int = 64,
-        num_workers: int | str = 0,
-        pin_memory: bool | str = "auto",
-        mean: tuple[float, ...] = (MNIST_MEAN,),
-        std: tuple[float, ...] = (MNIST_STD,),
-        augment: list[dict[str, Any]] | None = None,
-        gpu_augment: list[dict[str, Any]] | None = None,
-        device_resident: bool | str = "auto",
-        synthetic: dict[str, Any] | None = None,
-        symbols_train: str | None = None,
-        symbols_test: str | None = None,
-        symbol_transform: dict[str, Any] | None = None,
-        on_bad_file: str = "raise",
-    ) -> None:
-        super().__init__()
-        check_positive("data.batch_size", batch_size)
-        if not isinstance(val_fraction, (int, float)) or not 0.0 < float(val_fraction) < 1.0:
-            raise ConfigError(
-                f"data.val_fraction={val_fraction!r} must be a number between 0 and 1 (exclusive): "
-                "the share of the training file held out for validation"
-            )
-        if len(mean) != 1 or len(std) != 1 or float(std[0]) <= 0:
-            raise ConfigError(
-                f"data.mean={list(mean)} / data.std={list(std)}: one value each (grayscale), std > 0"
-            )
-        self.data_dir = Path(data_dir)
-        self.root = Path(root).expanduser() if root else None
-        self.val_fraction, self.split_seed, self.batch_size = float(val_fraction), int(split_seed), batch_size
-        self.num_workers = resolve_num_workers(num_workers)
-        self.pin_memory = resolve_pin_memory(pin_memory)
-        self.mean, self.std = [float(mean[0])], [float(std[0])]
-        self.augment = build_augment(augment)
-        self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(28, 28, 1))
-        if device_resident not in (True, False, "auto"):
-            raise ConfigError(f"data.device_resident={device_resident!r} must be true, false or auto")
-        if device_resident is True and self.augment is not None:
-            raise ConfigError(
-                "data.device_resident=true cannot run data.augment (Albumentations works per sample on the "
-                "CPU): move the transforms to data.gpu_augment (kornia, on the device) or set "
-                "data.device_resident=false"
-            )
-        self.device_resident = device_resident
-        self._resident: dict[str, list[torch.Tensor]] = {}
-        self.synthetic = dict(synthetic or {})
-        self.symbols_train = Path(symbols_train).expanduser() if symbols_train else None
-        self.symbols_test = Path(symbols_test).expanduser() if symbols_test else None
-        if self.symbols_test is not None and self.symbols_train is None:
-            raise ConfigError("transfer.test is set but transfer.train is not; give the folder to train on")
-        self.symbol_transform = symbol_transform_from_config(symbol_transform, 0.0, 1.0)
-        # skip applies to the symbol folders only: an IDX file is the whole data set and always raises
-        self.skip_bad_files = check_on_bad_file(on_bad_file)
-        self.class_names: list[str] = []
-        self.datasets: dict[str, DigitDataset] = {}
+    generate = staticmethod(generate_mnist)
 
-    @property
-    def resolved_root(self) -> Path:
-        return self.root if self.root is not None else self.data_dir / "mnist_synthetic"
+    def configure(self) -> None:
+        s = self.settings
+        self.augment = build_augment(s.augment)
+        self.gpu_augment = build_gpu_augment(s.gpu_augment, image_shape=(28, 28, 1))
+        self.device_resident = s.device_resident
+        self._resident: dict[str, list[torch.Tensor]] = {}
+        self.symbols_train = Path(s.symbols_train).expanduser() if s.symbols_train else None
+        self.symbols_test = Path(s.symbols_test).expanduser() if s.symbols_test else None
+        self.symbol_transform = symbol_transform_from_config(s.symbol_transform, 0.0, 1.0)
+        # skip applies to the symbol folders only: an IDX file is the whole data set and always raises
+        self.synthetic_root = self.data_dir / "mnist_synthetic"
+        self.class_names: list[str] = []
 
     @property
     def serves_symbols(self) -> bool:
         return self.symbols_train is not None
 
     def prepare_data(self) -> None:
-        # The generator uses a process pool: run it here, in the main process, once.
-        if self.root is None and not self.serves_symbols:
-            ensure_generated(self.resolved_root, generate_mnist, **self.synthetic)
+        """The embedded digits, generated in the main process once (the generator uses a process pool);
+        nothing to generate when the symbol folders are served."""
+        if not self.serves_symbols:
+            super().prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -181,15 +162,17 @@ class MNISTDataModule(SplitDataModule):
             raise DataError(f"data.root={self.root} does not exist or is not a folder; {MNIST_HELP}")
         train_images, train_labels = read_mnist(self.resolved_root, "train")
         test_images, test_labels = read_mnist(self.resolved_root, "test")
-        n_val = round(len(train_images) * self.val_fraction)
+        n_val = round(len(train_images) * self.settings.val_fraction)
         if n_val < 1 or n_val >= len(train_images):
             raise DataError(
                 f"{self.resolved_root}: {len(train_images)} training images leave no train/val split at "
-                f"data.val_fraction={self.val_fraction}; use more images or another fraction"
+                f"data.val_fraction={self.settings.val_fraction}; use more images or another fraction"
             )
         if not len(test_images):
             raise DataError(f"{self.resolved_root}: the t10k (test) file holds no images")
-        order = torch.from_numpy(np.random.default_rng(self.split_seed).permutation(len(train_images)))
+        order = torch.from_numpy(
+            np.random.default_rng(self.settings.split_seed).permutation(len(train_images))
+        )
         images = torch.from_numpy(train_images).unsqueeze(-1)  # (N, 28, 28, 1): HWC as the workers yield
         labels = torch.from_numpy(train_labels)
         self.class_names = list(DIGITS)
@@ -254,8 +237,8 @@ class MNISTDataModule(SplitDataModule):
         assert self.datasets, "call setup() first"
         return {
             "class_names": list(self.class_names),
-            "mean": self.mean,
-            "std": self.std,
+            "mean": self.settings.mean,
+            "std": self.settings.std,
             "image_size": 28,
             "source": "symbols" if self.serves_symbols else "digits",
             "root": str(self.source),

@@ -23,23 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
 from torch.utils.data import Dataset
 
-from datamodules.common import (
-    SplitDataModule,
-    check_cache_images,
-    check_on_bad_file,
-    check_positive,
-    decode_all,
-    keep_decoded,
-    resolve_num_workers,
-    resolve_pin_memory,
-)
+from datamodules.common import SplitDataModule, decode_all, keep_decoded
 from datamodules.gpu_augment import build_gpu_augment
 from datamodules.io import read_image
 from datamodules.mvtec_format import (
@@ -50,10 +42,9 @@ from datamodules.mvtec_format import (
     read_mask,
     split_train_val,
 )
-from datamodules.synthetic import ensure_generated
+from datamodules.settings import ImageSettings
 from datamodules.synthetic.mvtec import generate_mvtec
 from datamodules.transforms import SeededAugment, build_augment
-from visionlab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -127,63 +118,43 @@ class MVTecDataset(Dataset):
         )
 
 
-class MVTecDataModule(SplitDataModule):
+class MVTecSettings(ImageSettings):
+    """`data.*` of `defect`: how many good training images and defect images validation holds."""
+
+    cache_images: bool | Literal["auto"] = Field(True, description="true, false or auto")
+    val_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="in (0, 1): held-out good training images are needed to follow the "
+        "reconstruction error and fit the threshold",
+    )
+    val_defect_fraction: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="a fraction in [0, 1) (share of each defect type's test images moved into "
+        "validation), or null for the default",
+    )
+
+
+class MVTecDataModule(SplitDataModule[MVTecSettings]):
     """One MVTec AD category; `root=None` uses the embedded synthetic hazelnut set under `data_dir`."""
 
     empty_split_hint = "check data.val_fraction and the category's test/ folders"
 
-    def __init__(
-        self,
-        data_dir: str,
-        root: str | None = None,
-        image_size: int = 128,
-        val_fraction: float = 0.1,
-        val_defect_fraction: float | None = None,
-        split_seed: int = 0,
-        batch_size: int = 32,
-        num_workers: int | str = 2,
-        pin_memory: bool | str = "auto",
-        cache_images: bool | str = True,
-        on_bad_file: str = "raise",
-        augment: list[dict[str, Any]] | None = None,
-        gpu_augment: list[dict[str, Any]] | None = None,
-        synthetic: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        check_positive("data.batch_size", batch_size)
-        check_positive("data.image_size", image_size)
-        check_cache_images(cache_images)
-        if not _is_number(val_fraction) or not 0.0 < val_fraction < 1.0:
-            raise ConfigError(
-                f"data.val_fraction={val_fraction!r} must be in (0, 1): held-out good training images are "
-                "needed to follow the reconstruction error and fit the threshold"
-            )
-        if val_defect_fraction is None:
-            val_defect_fraction = EMBEDDED_VAL_DEFECT_FRACTION if root is None else 0.0
-        if not _is_number(val_defect_fraction) or not 0.0 <= val_defect_fraction < 1.0:
-            raise ConfigError(
-                f"data.val_defect_fraction={val_defect_fraction!r} must be in [0, 1) (share of each defect "
-                "type's test images moved into validation), or null for the default"
-            )
-        self.data_dir = Path(data_dir)
-        self.root = Path(root).expanduser() if root else None
-        self.image_size, self.batch_size, self.split_seed = image_size, batch_size, split_seed
-        self.val_fraction, self.val_defect_fraction = float(val_fraction), float(val_defect_fraction)
-        self.num_workers = resolve_num_workers(num_workers)
-        self.pin_memory = resolve_pin_memory(pin_memory)
-        self.cache_images = cache_images
-        self.skip_bad_files = check_on_bad_file(on_bad_file)
-        self.augment = build_augment(augment)
+    generate = staticmethod(generate_mvtec)
+
+    def configure(self) -> None:
+        s = self.settings
+        default_defects = EMBEDDED_VAL_DEFECT_FRACTION if self.root is None else 0.0
+        self.val_defect_fraction = default_defects if s.val_defect_fraction is None else s.val_defect_fraction
+        self.augment = build_augment(s.augment)
         # training images are all good (empty masks), so only the images need transforming
-        self.gpu_augment = build_gpu_augment(gpu_augment, image_shape=(image_size, image_size, 3))
-        self.synthetic = dict(synthetic or {})
+        self.gpu_augment = build_gpu_augment(s.gpu_augment, image_shape=(s.image_size, s.image_size, 3))
+        self.synthetic_root = self.data_dir / "mvtec_synthetic" / "hazelnut"
         self.category: MVTecCategory | None = None
         self.splits: dict[str, list[MVTecSample]] = {}
-        self.datasets: dict[str, MVTecDataset] = {}
-
-    @property
-    def resolved_root(self) -> Path:
-        return self.root if self.root is not None else self.data_dir / "mvtec_synthetic" / "hazelnut"
 
     @property
     def type_names(self) -> list[str]:
@@ -191,21 +162,17 @@ class MVTecDataModule(SplitDataModule):
         assert self.category is not None, "call setup() first"
         return [GOOD, *self.category.defect_types]
 
-    def prepare_data(self) -> None:
-        if self.root is None:
-            ensure_generated(self.resolved_root, generate_mvtec, **self.synthetic)
-
     def setup(self, stage: str | None = None) -> None:
         if self.category is not None:
             return
         self.category = index_category(self.resolved_root, self.skip_bad_files)
         self.splits = split_category(
-            self.category, self.val_fraction, self.val_defect_fraction, self.split_seed
+            self.category, self.settings.val_fraction, self.val_defect_fraction, self.settings.split_seed
         )
         for split, samples in self.splits.items():
             augment = self.augment if split == "train" else None
             self.datasets[split] = MVTecDataset(
-                samples, self.type_names, self.image_size, augment, self.cache_images
+                samples, self.type_names, self.settings.image_size, augment, self.settings.cache_images
             )
         log.info(
             "%s: defect types %s; images per split %s",
@@ -219,7 +186,7 @@ class MVTecDataModule(SplitDataModule):
         assert self.category is not None, "call setup() first"
         return {
             "defect_types": list(self.category.defect_types),
-            "image_size": self.image_size,
+            "image_size": self.settings.image_size,
             "root": str(self.resolved_root),
             "val_has_defects": any(s.label for s in self.splits["val"]),
         }
@@ -245,7 +212,3 @@ def split_category(
         test += kept
         val += moved
     return {"train": train, "val": val, "test": test}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from datamodules.common import readable_items
-from datamodules.io import list_images, read_image
+from datamodules.io import image_header_size, list_images, read_image
 from visionlab.errors import DataError
 
 GOOD = "good"
@@ -107,7 +106,7 @@ def check_mask_size(sample: MVTecSample) -> None:
     """`DataError` naming the mask unless it has the size of its image (read from the headers)."""
     if sample.mask is None:
         return
-    image_size, mask_size = _png_size(sample.image), _png_size(sample.mask)
+    image_size, mask_size = image_header_size(sample.image), image_header_size(sample.mask)
     if image_size != mask_size:
         raise DataError(
             f"{sample.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {sample.image} is "
@@ -146,12 +145,3 @@ def read_mask(sample: MVTecSample, shape: tuple[int, int]) -> np.ndarray:
     if sample.mask is None:
         return np.zeros(shape, dtype=bool)
     return read_image(sample.mask, mode="L") > 0
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header, without decoding pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{path}: cannot read image header ({err}); replace or remove the file") from None

@@ -18,28 +18,19 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import albumentations as A
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field, PositiveInt
 from torch.utils.data import Dataset
 
-from datamodules.common import (
-    SplitDataModule,
-    check_cache_images,
-    check_on_bad_file,
-    check_positive,
-    decode_all,
-    keep_decoded,
-    readable_items,
-    resolve_num_workers,
-    resolve_pin_memory,
-)
+from datamodules.common import SplitDataModule, decode_all, keep_decoded, readable_items
 from datamodules.gpu_augment import build_gpu_augment
-from datamodules.synthetic import ensure_generated, synthetic_folder
+from datamodules.settings import ImageSettings, NormalisedSettings
+from datamodules.synthetic import synthetic_folder
 from datamodules.synthetic.voc import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from datamodules.synthetic.voc import generate_voc
 from datamodules.transforms import SeededAugment, build_augment
@@ -47,7 +38,9 @@ from datamodules.voc_format import VOC_CLASS_NAMES, VOID, VOCSegmentation, subse
 from visionlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
-RESIZE_MODES = ("stretch", "pad")
+#: how an image is brought to data.image_size: stretched, or its long side resized and the rest padded
+ResizeMode = Literal["stretch", "pad"]
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int, mode: str = "stretch") -> np.ndarray:
@@ -161,73 +154,40 @@ def resolve_classes(
     return list(class_names or default), None
 
 
-class VOCDataModule(SplitDataModule):
+class VOCSettings(ImageSettings, NormalisedSettings):
+    """`data.*` of `segment`: the class naming (class_names, remap or keep_classes), the list files of
+    the splits and how images are brought to `image_size`."""
+
+    image_size: PositiveInt = Field(96, description="a positive integer (pixels)")
+    batch_size: PositiveInt = Field(16, description="a positive integer")
+    class_names: list[str] | None = Field(None, description="a list of names or null")
+    remap: dict[Any, Any] | None = Field(None, description="a mapping {label value: new index or 255}")
+    keep_classes: list[str] | None = Field(None, description="a list of class names or null")
+    unlisted: Literal["background", "void"] = Field("void", description="'background' or 'void'")
+    train_split: str = Field("train", description="the name of a list file in ImageSets/Segmentation")
+    val_split: str = Field("val", description="the name of a list file in ImageSets/Segmentation")
+    test_split: str | None = Field(None, description="the name of a list file, or null for val_split")
+    resize: ResizeMode = Field("stretch", description=f"one of {list(RESIZE_MODES)}")
+
+
+class VOCDataModule(SplitDataModule[VOCSettings]):
     """VOC-layout segmentation data; `root=None` uses the embedded scenes under `<data_dir>/voc_synthetic_<level>_<digest>`."""
 
     empty_split_hint = "check data.train_split / data.val_split and their list files"
 
-    def __init__(
-        self,
-        data_dir: str,
-        root: str | None = None,
-        class_names: list[str] | None = None,
-        remap: dict[Any, Any] | None = None,
-        keep_classes: list[str] | None = None,
-        unlisted: str = "void",
-        train_split: str = "train",
-        val_split: str = "val",
-        test_split: str | None = None,
-        image_size: int = 96,
-        resize: str = "stretch",
-        batch_size: int = 16,
-        num_workers: int | str = 2,
-        pin_memory: bool | str = "auto",
-        cache_images: bool | str = "auto",
-        on_bad_file: str = "raise",
-        mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-        std: tuple[float, ...] = (0.229, 0.224, 0.225),
-        augment: list[dict[str, Any]] | None = None,
-        gpu_augment: list[dict[str, Any]] | None = None,
-        synthetic: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        check_positive("data.batch_size", batch_size)
-        check_positive("data.image_size", image_size)
-        if resize not in RESIZE_MODES:
-            raise ConfigError(f"data.resize={resize!r}: expected one of {list(RESIZE_MODES)}")
-        if unlisted not in ("background", "void"):
-            raise ConfigError(f"data.unlisted={unlisted!r}: expected 'background' or 'void'")
-        check_cache_images(cache_images)
-        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-            raise ConfigError(
-                f"data.mean={list(mean)} / data.std={list(std)}: expected 3 values each, std > 0"
-            )
-        self.data_dir = Path(data_dir)
-        self.root = Path(root).expanduser() if root else None
-        self.class_names, self.remap = resolve_classes(root is not None, class_names, remap, keep_classes)
-        self.unlisted = unlisted
-        self.splits = {"train": train_split, "val": val_split, "test": test_split or val_split}
-        self.image_size, self.resize, self.batch_size = image_size, resize, batch_size
-        self.num_workers = resolve_num_workers(num_workers)
-        self.pin_memory = resolve_pin_memory(pin_memory)
-        self.cache_images = cache_images
-        self.skip_bad_files = check_on_bad_file(on_bad_file)
-        self.mean, self.std = list(mean), list(std)
-        self.augment = build_pair_augment(augment)
-        self.gpu_augment = build_gpu_augment(
-            gpu_augment, mask_fill=VOID, image_shape=(image_size, image_size, 3), masks=True
+    generate = staticmethod(generate_voc)
+
+    def configure(self) -> None:
+        s = self.settings
+        self.class_names, self.remap = resolve_classes(
+            s.root is not None, s.class_names, s.remap, s.keep_classes
         )
-        self.synthetic = dict(synthetic or {})
+        self.splits = {"train": s.train_split, "val": s.val_split, "test": s.test_split or s.val_split}
+        self.augment = build_pair_augment(s.augment)
+        self.gpu_augment = build_gpu_augment(
+            s.gpu_augment, mask_fill=VOID, image_shape=(s.image_size, s.image_size, 3), masks=True
+        )
         self.synthetic_root = synthetic_folder(self.data_dir, "voc_synthetic", self.synthetic)
-        self.datasets: dict[str, SegmentationDataset] = {}
-
-    @property
-    def resolved_root(self) -> Path:
-        return self.root if self.root is not None else self.synthetic_root
-
-    def prepare_data(self) -> None:
-        if self.root is None:
-            ensure_generated(self.resolved_root, generate_voc, **self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -241,7 +201,9 @@ class VOCDataModule(SplitDataModule):
         sources: dict[str, VOCSegmentation] = {}
         for split in self.splits.values():
             if split not in sources:
-                sources[split] = VOCSegmentation(root, split, self.class_names, self.remap, self.unlisted)
+                sources[split] = VOCSegmentation(
+                    root, split, self.class_names, self.remap, self.settings.unlisted
+                )
         if self.skip_bad_files:  # each listed id once, whatever lists hold it: one warning counts them all
             ids = list(dict.fromkeys(i for source in sources.values() for i in source.ids))
             any_source = next(iter(sources.values()))
@@ -252,7 +214,11 @@ class VOCDataModule(SplitDataModule):
         for stage_name, split in self.splits.items():
             augment = self.augment if stage_name == "train" else None
             datasets[stage_name] = SegmentationDataset(
-                sources[split], self.image_size, self.resize, augment, self.cache_images
+                sources[split],
+                self.settings.image_size,
+                self.settings.resize,
+                augment,
+                self.settings.cache_images,
             )
         self.datasets = datasets
         log.info(
@@ -275,8 +241,8 @@ class VOCDataModule(SplitDataModule):
             "class_names": list(self.class_names),
             "num_classes": len(self.class_names),
             "ignore_index": VOID,
-            "mean": self.mean,
-            "std": self.std,
-            "image_size": self.image_size,
+            "mean": self.settings.mean,
+            "std": self.settings.std,
+            "image_size": self.settings.image_size,
             "root": str(self.resolved_root),
         }

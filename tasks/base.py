@@ -3,26 +3,41 @@ schedule whose state follows from the epoch (so it survives a resume), and devic
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Required, TypedDict
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
+from pydantic import ConfigDict, Field, NonNegativeInt, PositiveInt
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
+from torchmetrics import Metric
 
 from datamodules.contract import gpu_augmented
 from visionlab.errors import ConfigError
 from visionlab.keys import FREEZE_ALL
 from visionlab.optim import build_optimizer, build_scheduler
+from visionlab.schema import ModelSettings, Settings
+
+
+class TaskArgs(TypedDict, total=False):
+    """The constructor arguments every task takes (`TaskModule.__init__`), as a subclass passes them on
+    with `**args: Unpack[TaskArgs]`; all but `load_pretrained` are saved as primitives."""
+
+    model: Required[dict[str, Any]]
+    optimizer: Required[dict[str, Any]]
+    scheduler: dict[str, Any] | None
+    data_info: dict[str, Any] | None
+    load_pretrained: bool
 
 
 class TaskModule(pl.LightningModule):
-    """Base LightningModule. Subclasses call `save_hyperparameters()` with primitives only and pass the
-    `optimizer` / `scheduler` dicts through; they may override `backbone()` to enable freezing."""
+    """Base LightningModule: saves the constructor's arguments (primitives only) as hyperparameters,
+    builds the optimizer and schedule from the `optimizer` / `scheduler` dicts; subclasses take their
+    own arguments and `**args: Unpack[TaskArgs]`, and may override `backbone()` to enable freezing."""
 
     #: the `task_name` this module implements; stored in every checkpoint it writes
     task_name: str = ""
@@ -30,9 +45,29 @@ class TaskModule(pl.LightningModule):
     monitor: str = "val/loss"
     #: the test metrics printed at the end of a training run (those present; the rest is in metrics.json)
     summary_metrics: tuple[str, ...] = ()
+    #: the typed `model.*` settings the task's networks are built from (None: the task checks its own)
+    model_settings_class: ClassVar[type[ModelSettings] | None] = None
 
-    def __init__(self) -> None:
+    #: constructor arguments that say how to build the module, not what it is: left out of the
+    #: hyperparameters (a checkpoint already holds the weights that `load_pretrained` would read)
+    not_hyperparameters: ClassVar[tuple[str, ...]] = ("load_pretrained",)
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        data_info: dict[str, Any] | None = None,
+        load_pretrained: bool = True,
+    ) -> None:
         super().__init__()
+        # Lightning collects the arguments of every __init__ on the call stack: a subclass's own
+        # arguments (stage, metrics, ...) are saved with these
+        self.save_hyperparameters(ignore=list(self.not_hyperparameters))
+        #: what the module was built for (class or joint names, image size, mean/std): `datamodule.info()`
+        self.data_info: dict[str, Any] = dict(data_info or {})
+        #: whether to read pretrained weights files (False when a checkpoint brings the weights)
+        self.load_pretrained = load_pretrained
         #: scalar results of the last test epoch, for evaluate.py's metrics.json
         self.test_results: dict[str, float] = {}
         #: the epoch's training loss so far (sum of loss x batch size, images): `log_train_loss`
@@ -56,6 +91,19 @@ class TaskModule(pl.LightningModule):
         if self._train_loss_sum is not None and self._train_loss_count:
             self.log("train/loss", self._train_loss_sum / self._train_loss_count, prog_bar=True)
         self._train_loss_sum, self._train_loss_count = None, 0
+
+    def epoch_results(
+        self, metric: Metric, scalars: Callable[[Any], dict[str, Any]] | None = None
+    ) -> Any | None:
+        """`metric` computed over the epoch and reset, and `scalars(results)` logged; None during
+        Lightning's sanity check, whose few batches are not an epoch to log."""
+        results = metric.compute()
+        metric.reset()
+        if self._trainer is not None and self.trainer.sanity_checking:
+            return None
+        if scalars is not None:
+            self.log_dict(scalars(results))
+        return results
 
     # ---- optimisation -------------------------------------------------------------------------
     def backbone(self) -> nn.Module | None:
@@ -166,7 +214,10 @@ class TaskModule(pl.LightningModule):
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         """Check the task's own keys (model.*, metrics.*, ...) as far as they need no data; the runner
-        calls this before any data is loaded. Tasks override; the constructor checks the rest."""
+        calls this before any data is loaded. Default: `model.*` parsed with `model_settings_class`;
+        tasks with other sections override (the constructor checks what needs the data)."""
+        if cls.model_settings_class is not None and cfg.get("model") is not None:
+            cls.model_settings_class.parse(plain(cfg.model), f"model={cfg.model.get('arch')}")
 
     @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> TaskModule:
@@ -203,22 +254,54 @@ def to_float_images(
     return x.contiguous(memory_format=torch.channels_last)
 
 
+class BackboneModel(ModelSettings):
+    """`model.*` of a network with a (possibly pretrained) backbone and a new head: finetune's
+    classifiers and segment's FCN. The freeze schedule is `freeze_schedule`'s."""
+
+    #: a local weights file for the backbone (a torchvision .pth or a visionlab checkpoint); null = random
+    weights: str | None = Field(None, description="a weights file path or null")
+    #: classes of the new head; null = as many as the data has
+    num_classes: PositiveInt | None = Field(None, description="a positive integer or null (from the data)")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="in [0, 1)")
+    #: 0 = train end to end, N = only the head for epochs < N, all = the whole run
+    freeze_backbone_epochs: NonNegativeInt | Literal["all"] | None = Field(
+        0, description=f"an integer >= 0 or {FREEZE_ALL} (the whole run)"
+    )
+    #: the backbone's learning rate over the head's once it trains
+    backbone_lr_ratio: float = Field(1.0, gt=0.0, description="a positive number")
+
+    def head_classes(self, class_names: list[str]) -> int:
+        """The new head's classes: `num_classes`, else as many as the data's `class_names`; a
+        ConfigError when both are given and differ, or when neither is."""
+        count = self.num_classes or len(class_names)
+        if not count:
+            raise ConfigError("model.num_classes is null and the data names no classes (data.class_names)")
+        if class_names and count != len(class_names):
+            raise ConfigError(
+                f"model.num_classes={count} but the data has {len(class_names)} classes "
+                f"({', '.join(class_names)}); set model.num_classes=null to follow the data"
+            )
+        return count
+
+
+class FreezeSchedule(Settings):
+    """The two freeze keys of `BackboneModel`, read from any saved `model` dict (other keys ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+    group: ClassVar[str] = "model"
+    freeze_backbone_epochs: NonNegativeInt | Literal["all"] | None = BackboneModel.model_fields[
+        "freeze_backbone_epochs"
+    ]
+    backbone_lr_ratio: float = BackboneModel.model_fields["backbone_lr_ratio"]
+
+
 def freeze_schedule(model: dict[str, Any] | None) -> tuple[int | None, float]:
     """The backbone freeze schedule of finetune and segment, checked: (`model.freeze_backbone_epochs`:
     0 = train end to end, N = only the head for epochs < N, None for `all` = the whole run;
     `model.backbone_lr_ratio`, the backbone's learning rate over the head's once it trains)."""
-    model = model or {}
-    epochs = model.get("freeze_backbone_epochs", 0)
-    ratio = model.get("backbone_lr_ratio", 1.0)
-    if epochs is None:
-        epochs = 0
-    if epochs != FREEZE_ALL and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0):
-        raise ConfigError(
-            f"model.freeze_backbone_epochs={epochs!r} must be an integer >= 0 or {FREEZE_ALL} (the whole run)"
-        )
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
-        raise ConfigError(f"model.backbone_lr_ratio={ratio!r} must be a positive number")
-    return (None if epochs == FREEZE_ALL else epochs), float(ratio)
+    schedule = FreezeSchedule.parse(model)
+    epochs = schedule.freeze_backbone_epochs
+    return (None if epochs == FREEZE_ALL else int(epochs or 0)), float(schedule.backbone_lr_ratio)
 
 
 def _set_batchnorm_eval(module: nn.Module) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -23,6 +24,14 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
         return compose(name, overrides=overrides)
 
 
+#: two quiet CPU epochs: the trainer settings of every tiny test run
+QUIET_CPU = [
+    "trainer=cpu",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
 #: a finetune run small enough for 2 CPU cores: 12 classes x (6, 3, 3) images of 32 px
 TINY_FINETUNE = [
     "task=finetune",
@@ -31,11 +40,23 @@ TINY_FINETUNE = [
     "data.synthetic.per_class={train: 6, val: 3, test: 3}",
     "data.batch_size=24",
     "data.num_workers=0",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    *QUIET_CPU,
 ]
+
+
+def assert_scalar_tags(events: EventAccumulator, *tags: str) -> set[str]:
+    """Assert every tag is a scalar series of `events` (naming the missing one); returns all scalar tags."""
+    scalars = set(events.Tags()["scalars"])
+    for tag in tags:
+        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    return scalars
+
+
+def read_events(folder: Path) -> EventAccumulator:
+    """Every scalar, image and tensor event TensorBoard would show for the run's `folder`."""
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.test_cli import assert_one_error_line
+from tests.test_cli import assert_one_error_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SIXTH = ROOT / "tests" / "sixth_task"
@@ -25,23 +24,7 @@ QUICK = ["trainer=cpu", "trainer.enable_progress_bar=false", "+trainer.enable_mo
 def run_sixth(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """`python <script> task=sixth hydra.searchpath=[...] <args>`, its package on PYTHONPATH as a user's own."""
     env = {**os.environ, "PYTHONPATH": str(SIXTH)}
-    return subprocess.run(
-        [
-            sys.executable,
-            script,
-            "task=sixth",
-            SEARCHPATH,
-            *QUICK,
-            *args,
-            f"paths.data_dir={tmp_path / 'data'}",
-            f"paths.output_dir={tmp_path / 'outputs'}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    return run_cli(script, "task=sixth", SEARCHPATH, *QUICK, *args, tmp_path=tmp_path, env=env)
 
 
 def test_the_sixth_task_is_nowhere_in_the_project() -> None:

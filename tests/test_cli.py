@@ -14,7 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+def run_cli(
+    script: str, *args: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python <script> <args>` from the project root, its data and outputs under `tmp_path`."""
     return subprocess.run(
         [
             sys.executable,
@@ -27,6 +30,7 @@ def run_cli(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProc
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
 
 

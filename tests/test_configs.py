@@ -153,8 +153,8 @@ def test_unknown_keys_are_refused_by_name() -> None:
         ("finetune", "data.image_size=16", "data.image_size=16 is too small for model.arch=resnet10"),
         ("pose", "model.width=0", "model.width=0 must be a positive number"),
         ("defect", "metrics.thresholds=[]", "metrics.thresholds=[] must be a non-empty list"),
-        ("defect", "model.loss=l1", "model.loss='l1': expected one of"),
-        ("segment", "model.backbone=vgg16", "model.backbone='vgg16': expected one of"),
+        ("defect", "model.loss=l1", "model.loss='l1' must be one of"),
+        ("segment", "model.backbone=vgg16", "model.backbone='vgg16' must be one of"),
         ("segment", "model.arch=unet", "model.arch='unet' is not a segment model; expected 'fcn'"),
         ("defect", "model.arch=vae", "model.arch='vae' is not a defect model; expected 'autoencoder'"),
         (

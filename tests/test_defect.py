@@ -21,7 +21,7 @@ from tasks.defect.settings import DEFAULT_SETTINGS
 from tasks.metrics.anomaly import PixelAveragePrecision, f1_optimal_threshold, image_scores
 from tasks.metrics.defect import DefectEvaluation, quantile_threshold
 from tasks.nets.autoencoder import anomaly_map, reconstruction_loss
-from tests.conftest import assert_curves_only, hparams_scalars
+from tests.conftest import QUIET_CPU, assert_curves_only, assert_scalar_tags, hparams_scalars, read_events
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import build_datamodule, evaluate, train
 
@@ -37,10 +37,7 @@ TINY_DEFECT = [
     "model.bottleneck=16",
     "data.batch_size=8",
     "data.num_workers=0",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    *QUIET_CPU,
 ]
 
 
@@ -76,12 +73,9 @@ def test_run_folder_holds_checkpoints_and_all_metrics(trained: Path) -> None:
 
 
 def test_tensorboard_has_loss_metric_table_examples_and_pr_curve(trained: Path) -> None:
-    acc = EventAccumulator(
-        str(trained / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
-    )
-    acc.Reload()
-    scalars = set(acc.Tags()["scalars"])
-    for tag in (
+    acc = read_events(trained / "tensorboard")
+    assert_scalar_tags(
+        acc,
         "train/loss",
         "val/loss",
         "val/image_auroc",
@@ -91,8 +85,7 @@ def test_tensorboard_has_loss_metric_table_examples_and_pr_curve(trained: Path) 
         "val/crack/pixel_auroc",
         "val/pixel_threshold",
         "val/pixel_f1",
-    ):
-        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    )
     assert_curves_only(acc)  # test values: metrics.json (per type too), the summary ones HPARAMS
     assert {"val/loss", "test/aupro", "test/image_auroc"} <= hparams_scalars(trained)
     assert len(acc.Scalars("val/pixel_auroc")) == 2  # the metric table, every epoch
@@ -301,7 +294,7 @@ def test_missing_category_says_where_it_looked(make_cfg, tmp_path: Path) -> None
         ("model.input_size=36", r"model.input_size=36: must be divisible"),
         ("data.image_size=64", r"model.input_size=32 but data.image_size=64"),
         ("metrics.image_score=mean", r"metrics.image_score='mean'"),
-        ("+metrics.bins=3", r"metrics.bins is not known"),
+        ("+metrics.bins=3", r"metrics.bins is not a key of defect.s metrics; did you mean metrics.num_bins"),
         ("metrics.thresholds=[]", r"metrics.thresholds=\[\]"),
         ("model.dropout=1.5", r"model.dropout=1.5"),
     ],

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datamodules.idx import MNIST_FILES, write_idx
 from datamodules.mnist import MNISTDataModule
 from tasks.embed import EmbedTask
-from tests.conftest import assert_curves_only, hparams_scalars
+from tests.conftest import QUIET_CPU, assert_curves_only, hparams_scalars
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import evaluate, train
 
@@ -34,10 +34,7 @@ TINY_EMBED = [
     "optimizer.momentum=null",  # the task's SGD momentum
     "optimizer.lr=0.003",
     "data.num_workers=0",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    *QUIET_CPU,
     "projector.digits=50",
 ]
 

@@ -15,7 +15,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from datamodules.folder import index_class_folders
 from tasks.finetune import FinetuneTask
-from tests.conftest import assert_curves_only, hparams_scalars, with_old_model_keys
+from tests.conftest import (
+    assert_curves_only,
+    assert_scalar_tags,
+    hparams_scalars,
+    read_events,
+    with_old_model_keys,
+)
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import evaluate, train
 
@@ -43,19 +49,15 @@ def test_run_folder_holds_config_checkpoints_events_and_metrics(trained: Path) -
 
 
 def test_tensorboard_has_scalars_figures_and_hparams(trained: Path) -> None:
-    acc = EventAccumulator(
-        str(trained / "tensorboard"), size_guidance={"images": 0, "scalars": 0, "tensors": 0}
-    )
-    acc.Reload()
-    scalars = set(acc.Tags()["scalars"])
-    for tag in (
+    acc = read_events(trained / "tensorboard")
+    scalars = assert_scalar_tags(
+        acc,
         "train/loss",
         "train/acc",
         "val/acc",
         "val/auroc",
         "time/epoch_s",
-    ):
-        assert tag in scalars, f"{tag} missing from {sorted(scalars)}"
+    )
     assert {"lr/AdamW/head", "lr/AdamW/backbone"} <= scalars  # one lr/ group, not lr-<optimizer>
     assert not any(t.startswith("lr-") for t in scalars)
     assert "epoch" not in scalars  # no staircase card opening SCALARS
@@ -171,13 +173,19 @@ def test_empty_class_folder_is_named(tmp_path: Path) -> None:
         index_class_folders(tmp_path)
 
 
-def test_corrupt_image_names_its_file(make_cfg, tmp_path: Path) -> None:
+def _folders_with_a_broken_png(tmp_path: Path) -> Path:
+    """cat/ and dog/ with 4 small PNGs each, and dog/broken.png that does not decode."""
     root = tmp_path / "images"
     for name in ("cat", "dog"):
         (root / name).mkdir(parents=True)
         for i in range(4):
             Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / name / f"{i}.png")
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    return root
+
+
+def test_corrupt_image_names_its_file(make_cfg, tmp_path: Path) -> None:
+    root = _folders_with_a_broken_png(tmp_path)
     with pytest.raises(DataError, match=r"broken\.png: cannot decode image"):
         train(make_cfg(f"data.root={root}", "data.split_fractions=[0.5,0.25,0.25]"))
 
@@ -298,12 +306,7 @@ def test_malicious_checkpoint_is_refused_without_running_it(tmp_path: Path, make
 def test_on_bad_file_skip_leaves_broken_images_out_with_a_count(tmp_path: Path) -> None:
     from datamodules.folder import FolderDataModule
 
-    root = tmp_path / "images"
-    for name in ("cat", "dog"):
-        (root / name).mkdir(parents=True)
-        for i in range(4):
-            Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / name / f"{i}.png")
-    (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    root = _folders_with_a_broken_png(tmp_path)
     dm = FolderDataModule(
         data_dir=str(tmp_path),
         root=str(root),

@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datamodules.lsp import LSPDataModule
 from datamodules.lsp_format import JOINT_NAMES
 from tasks.pose import PoseTask
-from tests.conftest import hparams_scalars
+from tests.conftest import QUIET_CPU, hparams_scalars
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import evaluate, train
 
@@ -36,10 +36,7 @@ TINY_POSE = [
     "data.val_fraction=0.25",
     "data.batch_size=8",
     "data.num_workers=0",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    *QUIET_CPU,
 ]
 
 
@@ -196,7 +193,7 @@ def test_cache_images_auto_follows_the_available_memory(
     assert (train.images is not None) == kept
     image, _, _ = train[0]
     assert torch.equal(image, dm.plain_dataset("train")[0][0])
-    with pytest.raises(ConfigError, match=r"data\.cache_images='sometimes': expected true, false or auto"):
+    with pytest.raises(ConfigError, match=r"data\.cache_images='sometimes' must be true, false or auto"):
         LSPDataModule(str(tmp_path), cache_images="sometimes")
 
 

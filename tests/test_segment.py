@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from datamodules.synthetic.voc import CLASS_NAMES
 from datamodules.voc import VOCDataModule, build_pair_augment
 from tasks.segment import SegmentTask
-from tests.conftest import assert_curves_only, hparams_scalars, with_old_model_keys
+from tests.conftest import QUIET_CPU, assert_curves_only, hparams_scalars, with_old_model_keys
 from visionlab.errors import ConfigError, DataError
 from visionlab.runner import build_datamodule, build_trainer, evaluate, train
 
@@ -30,10 +30,7 @@ TINY_SEGMENT = [
     "data.num_workers=0",
     "model.encoder_stages=4",
     "model.decoder_channels=[32,16,16,8,8]",
-    "trainer=cpu",
-    "trainer.max_epochs=2",
-    "trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    *QUIET_CPU,
 ]
 #: the shared run: encoder frozen in epoch 0, trained at half the head's lr in epoch 1 (a constant lr:
 #: a cosine schedule ends at lr 0, so a resumed run would not move the weights in its first epoch)

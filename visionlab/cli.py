@@ -32,8 +32,8 @@ from visionlab.keys import (
     RENAMED_MODEL_KEYS,
     renamed_key_message,
     renamed_model_key_message,
-    unknown_key_message,
 )
+from visionlab.schema import unknown_key_message
 from visionlab.sweep import record_failure
 
 log = logging.getLogger("visionlab")

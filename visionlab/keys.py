@@ -3,7 +3,6 @@ is refused by name, with the nearest valid key, before any data is generated or 
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Iterable
 from functools import cache
@@ -13,6 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from visionlab.errors import ConfigError
+from visionlab.schema import Settings, unknown_key_message
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 #: where a task config without `task_order` comes in `tasks_available`: after those that have one
@@ -45,21 +45,6 @@ def _task_order(path: Path) -> int:
     """A task config's `task_order` (an integer; missing or not one: after the others)."""
     order = OmegaConf.load(path).get("task_order")
     return order if isinstance(order, int) and not isinstance(order, bool) else _UNORDERED
-
-
-def nearest(key: str, valid: Iterable[str]) -> str | None:
-    """The valid key closest to `key` in spelling, or None when none is close."""
-    matches = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
-    return matches[0] if matches else None
-
-
-def unknown_key_message(group: str, key: str, valid: Iterable[str], what: str = "") -> str:
-    """`<group>.<key> is not a key of <what>; did you mean <group>.<match>?` (or the valid keys)."""
-    valid = sorted(set(valid))
-    where = what or group
-    match = nearest(key, valid)
-    hint = f"did you mean {group}.{match}?" if match else f"expected one of {', '.join(valid)}"
-    return f"{group}.{key} is not a key of {where}; {hint}"
 
 
 def renamed_key_message(key: str, value: str) -> str:
@@ -192,12 +177,12 @@ def check_keys(
         )
     data = cfg.get("data")
     if data is not None and data_cls is not None:
-        refuse(
-            "data",
-            data.keys(),
-            keyword_parameters(data_cls.__init__, skip=("data_dir",)),
-            f"{cfg.get('task_name')}'s data",
-        )
+        owner = f"{cfg.get('task_name')}'s data"
+        settings_class = getattr(data_cls, "settings_class", None)
+        if isinstance(settings_class, type) and issubclass(settings_class, Settings):
+            settings_class.parse(OmegaConf.to_container(data, resolve=True), owner)  # keys, types, ranges
+        else:  # a DataModule of one's own that takes keyword arguments
+            refuse("data", data.keys(), keyword_parameters(data_cls.__init__, skip=("data_dir",)), owner)
     model = cfg.get("model")
     if model is not None:
         for key in model:

@@ -18,7 +18,8 @@ from typing import Any
 from hydra.utils import get_object
 
 from visionlab.errors import ConfigError
-from visionlab.keys import keyword_parameters, unknown_key_message
+from visionlab.keys import keyword_parameters
+from visionlab.schema import unknown_key_message
 
 #: the packages a `_target_` may come from (and the module its class or function must be defined in)
 ALLOWED_TARGETS = ("torch.optim", "lightning", "visionlab")

@@ -34,6 +34,7 @@ class _Nut:
 
 def generate_mvtec(
     root: Path,
+    *,
     num_train: int = 400,
     num_test_good: int = 40,
     num_test_per_defect: int = 20,
@@ -193,16 +194,22 @@ def _cut(rng: np.random.Generator, img: np.ndarray, nut: _Nut) -> tuple[np.ndarr
     return img, mask | face
 
 
+def _body_point(rng: np.random.Generator, nut: _Nut) -> tuple[int, int]:
+    """(y, x) of a pixel of the nut's body, drawn uniformly: where a hole or a print is centred."""
+    ys, xs = np.nonzero(nut.body)
+    k = rng.integers(len(xs))
+    return ys[k], xs[k]
+
+
 def _hole(rng: np.random.Generator, img: np.ndarray, nut: _Nut) -> tuple[np.ndarray, np.ndarray]:
     """A dark round hole with a lighter, slightly irregular rim."""
     size = nut.size
-    ys, xs = np.nonzero(nut.body)
-    k = rng.integers(len(xs))
+    cy, cx = _body_point(rng, nut)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     radius = size * rng.uniform(0.025, 0.05)
-    ang = np.arctan2(yy - ys[k], xx - xs[k])
+    ang = np.arctan2(yy - cy, xx - cx)
     wobble = 1 + 0.12 * np.sin(3 * ang + rng.uniform(0, 6)) + 0.06 * np.sin(5 * ang + rng.uniform(0, 6))
-    d = np.hypot(xx - xs[k], yy - ys[k]) / (radius * wobble)
+    d = np.hypot(xx - cx, yy - cy) / (radius * wobble)
     hole = d < 1.0
     rim = (d >= 1.0) & (d < 1.45)
     img = img.copy()
@@ -215,14 +222,13 @@ def _hole(rng: np.random.Generator, img: np.ndarray, nut: _Nut) -> tuple[np.ndar
 def _print(rng: np.random.Generator, img: np.ndarray, nut: _Nut) -> tuple[np.ndarray, np.ndarray]:
     """A coloured ink blot: an irregular blob of semi-transparent ink that keeps the texture."""
     size = nut.size
-    ys, xs = np.nonzero(nut.body)
-    k = rng.integers(len(xs))
+    cy, cx = _body_point(rng, nut)
     layer = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(layer)
     for _ in range(rng.integers(4, 9)):
         ox, oy = rng.normal(0, size * 0.03, size=2)
         r = size * rng.uniform(0.015, 0.04)
-        draw.ellipse([xs[k] + ox - r, ys[k] + oy - r, xs[k] + ox + r, ys[k] + oy + r], fill=255)
+        draw.ellipse([cx + ox - r, cy + oy - r, cx + ox + r, cy + oy + r], fill=255)
     blob = np.asarray(layer.filter(ImageFilter.GaussianBlur(size / 200))) > 127
     blob &= nut.outline
     ink = np.array([[95, 40, 90], [60, 45, 110], [120, 45, 40], [40, 60, 50]], np.float32)[rng.integers(4)]

@@ -161,6 +161,7 @@ def _id(index: int) -> str:
 
 def generate_voc(
     root: Path,
+    *,
     num_images: int = 1000,
     size: int = 160,
     seed: int = 0,

@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from omegaconf import OmegaConf
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from datamodules.contract import DescribedData
-from tasks.base import TaskModule, module_kwargs, plain
+from tasks.base import TaskArgs, TaskModule, module_kwargs, plain
 from tasks.defect import reports
 from tasks.defect.figures import example_rows_figure, keep_examples, pr_curve_counts, pr_curves_figure
 from tasks.defect.reports import metric_table_markdown, reference_table_markdown
-from tasks.defect.settings import NET_KEYS, check_model, check_settings
+from tasks.defect.settings import DefectModel, check_model, check_settings
 from tasks.metrics.anomaly import f1_optimal_threshold, image_scores
 from tasks.metrics.defect import DefectEvaluation, MaskedMean, quantile_threshold
 from tasks.nets.autoencoder import ConvAutoencoder, anomaly_map
@@ -40,25 +40,18 @@ class DefectTask(TaskModule):
     task_name = "defect"
     monitor = "val/loss"
     summary_metrics = ("test/image_auroc", "test/pixel_auroc", "test/aupro", "test/pixel_ap")
+    model_settings_class = DefectModel
 
-    def __init__(
-        self,
-        model: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        data_info: dict[str, Any] | None = None,
-        load_pretrained: bool = True,
-        metrics: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["load_pretrained"])
-        data_info = data_info or {}
+    def __init__(self, metrics: dict[str, Any] | None = None, **args: Unpack[TaskArgs]) -> None:
+        super().__init__(**args)
+        data_info = self.data_info
         self.defect_types: list[str] = list(data_info.get("defect_types", []))
         self.val_has_defects = bool(data_info.get("val_has_defects", False))
         self.settings = check_settings(metrics)
-        self.loss_kind = check_model(model, data_info.get("image_size"))
+        self.model_settings = check_model(args["model"], data_info.get("image_size"))
+        self.loss_kind = self.model_settings.loss
         try:
-            self.net = ConvAutoencoder(**{k: model[k] for k in NET_KEYS if k in model})
+            self.net = ConvAutoencoder(**self.model_settings.net_kwargs())
         except ConfigError as err:
             raise ConfigError(f"model.{err}") from None
         self.val_loss, self.test_loss = MaskedMean(), MaskedMean()
@@ -72,7 +65,7 @@ class DefectTask(TaskModule):
         self.register_buffer("threshold_from_defects", torch.tensor(float("nan"), dtype=torch.float64))
         # Per-pixel error statistics of the good training images (metrics.normalize=zscore), summed over
         # each training epoch from the training steps' own reconstructions and fixed at validation start.
-        size = int(model.get("input_size", 128))
+        size = self.model_settings.input_size
         self.register_buffer("error_mean", torch.zeros(size, size))
         self.register_buffer("error_std", torch.ones(size, size))
         self.register_buffer("error_count", torch.zeros((), dtype=torch.float64))

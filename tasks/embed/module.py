@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from datamodules.contract import TensorData
 from datamodules.mnist import DIGITS, symbol_transform_from_config
 from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolSet, load_symbols, resolve_symbol_folders
-from tasks.base import TaskModule, module_kwargs, plain
+from tasks.base import TaskArgs, module_kwargs, plain
+from tasks.classifier import ClassifierTask
 from tasks.embed import reports
 from tasks.embed.figures import (
     feature_maps_figure,
@@ -31,7 +32,7 @@ from tasks.embed.figures import (
     filter_response_figure,
     ssd_table_figure,
 )
-from tasks.embed.net import TASK_NAME, Embedder, build_net, check_net, digit_weights
+from tasks.embed.net import TASK_NAME, Embedder, EmbedModel, build_net, digit_weights
 from tasks.embed.symbols import (
     SymbolReport,
     check_symbols,
@@ -47,7 +48,7 @@ from visionlab.figures import confusion_figure
 log = logging.getLogger(__package__)  # "tasks.embed", as before the package
 
 
-class EmbedTask(TaskModule):
+class EmbedTask(ClassifierTask):
     """Digit classifier (`mnist_net` or `convnet`) trained with NLL; its truncated network embeds symbols.
 
     Extra constructor primitives: `symbols` (the `symbols:` config: folders evaluated at test time,
@@ -58,23 +59,19 @@ class EmbedTask(TaskModule):
     task_name = TASK_NAME
     monitor = "val/acc"
     summary_metrics = ("test/acc", "test/symbols/loo_1nn_acc", "test/symbols/new_1nn_acc")
+    model_settings_class = EmbedModel
     #: the `symbols:` checks (`tasks.embed.symbols.check_symbols`), reachable as before
     _check_symbols = staticmethod(check_symbols)
 
     def __init__(
         self,
-        model: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        data_info: dict[str, Any] | None = None,
-        load_pretrained: bool = True,
         symbols: dict[str, Any] | None = None,
         transfer: dict[str, Any] | None = None,
         projector_digits: int = 500,
+        **args: Unpack[TaskArgs],
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["load_pretrained"])
-        info = data_info or {}
+        super().__init__(**args)
+        info, model = self.data_info, args["model"]
         self.class_names: list[str] = list(info.get("class_names") or DIGITS)
         self.mean = float((info.get("mean") or [MNIST_MEAN])[0])
         self.std = float((info.get("std") or [MNIST_STD])[0])
@@ -94,7 +91,7 @@ class EmbedTask(TaskModule):
         num_classes = len(self.class_names)
         if from_ckpt:
             self.net = build_net(model, len(DIGITS))
-            if load_pretrained:
+            if self.load_pretrained:
                 self.net.load_state_dict(digit_weights(Path(str(from_ckpt)).expanduser(), model))
             replace_head(self.net, num_classes)  # freezes everything else
         else:
@@ -113,7 +110,7 @@ class EmbedTask(TaskModule):
     def check_config(cls, cfg: Any) -> None:
         """The network, the `symbols:` settings and their folders, before data is loaded (the embedded
         Greek set is only checked here; it is generated when the module is built)."""
-        check_net(plain(cfg.model))
+        super().check_config(cfg)
         check_symbols(plain(cfg.get("symbols")), folders=True)
 
     @classmethod
@@ -167,22 +164,8 @@ class EmbedTask(TaskModule):
         ]
 
     # ---- steps --------------------------------------------------------------------------------
-    def prepare_batch(self, batch: Any) -> Any:
-        images, labels = batch
-        return self.normalize(images), labels, images
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
-        log_probs = self(x)
-        loss = F.nll_loss(log_probs, y)
-        self.train_acc.update(log_probs, y)
-        self.log_train_loss(loss, y.shape[0])
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        super().on_train_epoch_end()
-        self.log("train/acc", self.train_acc.compute())
-        self.train_acc.reset()
+    def classification_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.nll_loss(outputs, labels)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y, raw = batch
@@ -193,9 +176,8 @@ class EmbedTask(TaskModule):
             self._probe = raw[:1]
 
     def on_validation_epoch_end(self) -> None:
-        acc = self.val_acc.compute()
-        self.val_acc.reset()
-        if self.trainer.sanity_checking:
+        acc = self.epoch_results(self.val_acc)
+        if acc is None:
             return
         self.log("val/acc", acc, prog_bar=True)
         writer = self.tensorboard

@@ -4,9 +4,10 @@ and the digit weights the transfer step starts from."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from datamodules.mnist import symbol_transform_from_config
@@ -14,28 +15,26 @@ from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolSet, load_symbols
 from tasks.nets.mnist import ConvNet, MnistNet
 from visionlab.checkpointing import read_task_checkpoint
 from visionlab.errors import ConfigError
+from visionlab.schema import ModelSettings
 
 #: the task name its checkpoints carry (`EmbedTask.task_name`)
 TASK_NAME = "embed"
 NETS: dict[str, type[MnistNet] | type[ConvNet]] = {"mnist_net": MnistNet, "convnet": ConvNet}
 
 
-def check_net(model: dict[str, Any]) -> float:
-    """ConfigError unless `model.arch` names an embed network and `model.dropout` is in [0, 1);
-    returns the dropout (null = 0)."""
-    arch = model.get("arch")
-    if arch not in NETS:
-        raise ConfigError(f"model.arch={arch!r} is not an embed model; expected one of {sorted(NETS)}")
-    dropout = float(model.get("dropout") or 0.0)
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout={dropout} must be in [0, 1)")
-    return dropout
+class EmbedModel(ModelSettings):
+    """`model.*` of embed: the MNIST network (`tasks.nets.mnist`) whose penultimate layer is the embedding."""
+
+    archs: ClassVar[tuple[str, ...]] = tuple(NETS)
+    task_label: ClassVar[str] = "embed"
+    #: dropout before the last layers; null = none
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="in [0, 1)")
 
 
 def build_net(model: dict[str, Any], num_classes: int) -> MnistNet | ConvNet:
     """The network named by `model.arch` with `model.dropout` (null = 0)."""
-    dropout = check_net(model)
-    return NETS[model["arch"]](dropout=dropout, num_classes=num_classes)
+    settings = EmbedModel.parse(model)
+    return NETS[settings.arch](dropout=settings.dropout or 0.0, num_classes=num_classes)
 
 
 class Embedder(nn.Module):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 import numpy as np
 import torch
@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from tasks.base import TaskModule, freeze_schedule, plain
+from tasks.base import BackboneModel, TaskArgs, plain
+from tasks.classifier import ClassifierTask
 from tasks.metrics.classification import classification_metrics, scalar_results
 from tasks.nets.classifiers import ARCHS, build_classifier, check_classifier
 from tasks.nets.weights import resolve_weights_file
-from visionlab.errors import ConfigError
 from visionlab.figures import confusion_figure, labelled_grid, roc_figure, save_figure
 
 #: how many validation images the TensorBoard prediction grid shows (spread over the classes; a green
@@ -23,48 +23,43 @@ from visionlab.figures import confusion_figure, labelled_grid, roc_figure, save_
 GRID_SIZE = 16
 
 
-class FinetuneTask(TaskModule):
+class FinetuneModel(BackboneModel):
+    """`model.*` of finetune: a torchvision classifier (`tasks.nets.classifiers`) with a new last layer."""
+
+    archs: ClassVar[tuple[str, ...]] = tuple(sorted(ARCHS))
+    task_label: ClassVar[str] = "finetune"
+
+
+class FinetuneTask(ClassifierTask):
     """Cross-entropy training of `model.arch` on `data_info.class_names`; metrics in
     `tasks.metrics.classification`. `load_pretrained=False` skips `model.weights` (checkpoint loading)."""
 
     task_name = "finetune"
     monitor = "val/acc"
     summary_metrics = ("test/acc", "test/auroc")
+    model_settings_class = FinetuneModel
 
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         """The network name, its minimum input size, the freeze schedule and the local weights file,
         before data is loaded."""
-        model = plain(cfg.model)
-        check_classifier(model.get("arch"), cfg.data.get("image_size"))
-        freeze_schedule(model)
-        if model.get("weights"):
-            resolve_weights_file(str(model["arch"]), str(model["weights"]))
+        settings = FinetuneModel.parse(plain(cfg.model), f"model={cfg.model.get('arch')}")
+        check_classifier(settings.arch, cfg.data.get("image_size"))
+        if settings.weights:
+            resolve_weights_file(settings.arch, settings.weights)
 
-    def __init__(
-        self,
-        model: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        data_info: dict[str, Any] | None = None,
-        load_pretrained: bool = True,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["load_pretrained"])
-        data_info = data_info or {}
+    def __init__(self, **args: Unpack[TaskArgs]) -> None:
+        super().__init__(**args)
+        data_info = self.data_info
         self.class_names: list[str] = list(data_info.get("class_names", []))
-        num_classes = model.get("num_classes") or len(self.class_names)
-        if self.class_names and num_classes != len(self.class_names):
-            raise ConfigError(
-                f"model.num_classes={num_classes} but the data has {len(self.class_names)} class folders "
-                f"({', '.join(self.class_names)}); set model.num_classes=null to follow the folders"
-            )
-        check_classifier(model.get("arch"), int(data_info.get("image_size", 224)))
+        self.model_settings = settings = FinetuneModel.parse(args["model"])
+        num_classes = settings.head_classes(self.class_names)
+        check_classifier(settings.arch, int(data_info.get("image_size", 224)))
         self.net = build_classifier(
-            model["arch"],
+            settings.arch,
             int(num_classes),
-            model.get("weights") if load_pretrained else None,
-            model.get("dropout"),
+            settings.weights if self.load_pretrained else None,
+            settings.dropout,
         )
         self.train_acc = MulticlassAccuracy(int(num_classes), average="micro")
         self.val_metrics = classification_metrics(int(num_classes))
@@ -85,23 +80,8 @@ class FinetuneTask(TaskModule):
             return nn.ModuleList([m for name, m in self.net.named_children() if name != "fc"])
         return nn.ModuleList([self.net.features, *list(self.net.classifier)[:6]])
 
-    def prepare_batch(self, batch: Any) -> Any:
-        images, labels = batch
-        return self.normalize(images), labels, images
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        self.train_acc.update(logits, y)
-        self.log_train_loss(loss, y.shape[0])
-        return loss
-
-    def on_train_epoch_end(self) -> None:
-        """The epoch's training loss and accuracy, logged once (no per-step `self.log`)."""
-        super().on_train_epoch_end()
-        self.log("train/acc", self.train_acc.compute())
-        self.train_acc.reset()
+    def classification_loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, labels)
 
     def _eval_step(self, batch: Any, stage: str) -> None:
         x, y, raw = batch
@@ -118,15 +98,11 @@ class FinetuneTask(TaskModule):
         self._eval_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
-        results = self.val_metrics.compute()
-        self.val_metrics.reset()
         grid, self._grid = self._grid_batch(), None
-        if self.trainer.sanity_checking:
+        results = self.epoch_results(self.val_metrics, lambda r: scalar_results(r, self.class_names, "val"))
+        if results is None or self.tensorboard is None:
             return
-        self.log_dict(scalar_results(results, self.class_names, "val"))
         writer, step = self.tensorboard, self.current_epoch
-        if writer is None:
-            return
         writer.add_figure(
             "val/confusion_matrix",
             confusion_figure(results["confusion"].cpu().numpy(), self.class_names),

@@ -1,51 +1,47 @@
-"""The pose network from `model.*` (checked before any data work) and the L2 loss over visible joints."""
+"""The pose task's `model.*` settings (checked before any data work), its network and the L2 loss over
+visible joints."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar
 
 import torch
+from pydantic import Field, NonNegativeInt
 from torch import Tensor
 
 from datamodules.lsp_format import JOINT_NAMES
 from tasks.nets.deeppose import DeepPoseNet
 from visionlab.errors import ConfigError
+from visionlab.schema import ModelSettings
 
 NUM_JOINTS = len(JOINT_NAMES)
 
 
-def check_model(model: dict[str, Any]) -> tuple[float, float, int]:
-    """Check `model.*` of a pose run; returns the refiners' (sigma, min_crop, simulated_per_joint)."""
-    arch = model.get("arch", "deeppose")
-    if arch != "deeppose":
-        raise ConfigError(f"model.arch={arch!r} is not a pose model; expected 'deeppose'")
-    width = model.get("width", 1.0)
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
-        raise ConfigError(
-            f"model.width={width!r} must be a positive number (1.0 = the paper's AlexNet widths)"
-        )
-    sigma, min_crop = float(model.get("sigma", 1.0)), float(model.get("min_crop", 0.1))
-    simulated = int(model.get("simulated_per_joint", 1))
-    if sigma <= 0 or not 0 < min_crop <= 4 or simulated < 0:
-        raise ConfigError(
-            f"model.sigma={sigma} must be > 0, model.min_crop={min_crop} in (0, 4], "
-            f"model.simulated_per_joint={simulated} >= 0"
-        )
-    return sigma, min_crop, simulated
+class PoseModel(ModelSettings):
+    """`model.*` of a pose run: the DeepPose network and, for stages > 1, the refiner's crops."""
+
+    archs: ClassVar[tuple[str, ...]] = ("deeppose",)
+    task_label: ClassVar[str] = "pose"
+    #: dropout of the two fully connected layers (the paper: 0.6)
+    dropout: float = Field(0.6, ge=0.0, lt=1.0, description="in [0, 1)")
+    #: scales every conv width and the FC size (1.0 = the paper's AlexNet widths)
+    width: float = Field(1.0, gt=0.0, description="a positive number (1.0 = the paper's AlexNet widths)")
+    lrn: bool = Field(False, description="true or false")
+    batch_norm: bool = Field(False, description="true or false")
+    #: stages > 1: crop side = sigma x torso diameter of the stage s-1 estimate
+    sigma: float = Field(1.0, gt=0.0, description="a number > 0")
+    #: stages > 1: smallest crop side, as a fraction of the input size
+    min_crop: float = Field(0.1, gt=0.0, le=4.0, description="a number in (0, 4]")
+    #: stages > 1: extra training crops per image and joint, displaced by the stage s-1 error distribution
+    simulated_per_joint: NonNegativeInt = Field(1, description="an integer >= 0")
+    #: stages > 1: start the refiner from the previous stage's weights (same width, lrn, batch_norm)
+    init_from_previous: bool = Field(False, description="true or false")
 
 
-def build_net(model: dict[str, Any], input_size: int) -> DeepPoseNet:
-    """The DeepPose network of `model` (keys dropout, width, lrn, batch_norm) for `input_size` inputs."""
-    check_model(model)
+def build_net(model: PoseModel, input_size: int) -> DeepPoseNet:
+    """The DeepPose network of `model` for `input_size` inputs."""
     try:
-        return DeepPoseNet(
-            NUM_JOINTS,
-            float(model.get("dropout", 0.6)),
-            input_size,
-            bool(model.get("lrn", False)),
-            float(model.get("width", 1.0)),
-            bool(model.get("batch_norm", False)),
-        )
+        return DeepPoseNet(NUM_JOINTS, model.dropout, input_size, model.lrn, model.width, model.batch_norm)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
 

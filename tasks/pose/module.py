@@ -21,21 +21,21 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from datamodules.contract import PlainLoading
-from tasks.base import TaskModule, module_kwargs, plain
+from tasks.base import TaskArgs, TaskModule, module_kwargs
 from tasks.metrics.pose import PCP, PDJ
 from tasks.nets.deeppose import select_joints
 from tasks.pose import reports
 from tasks.pose.chain import ChainStage, load_chain, parent_checkpoints
 from tasks.pose.figures import crop_figure, crop_panels, pdj_curve_figure, skeleton_figure
 from tasks.pose.geometry import Crops, crop_around, denormalize_from_box, normalize_to_box, torso_diameter
-from tasks.pose.model import NUM_JOINTS, build_net, check_model, masked_l2
+from tasks.pose.model import NUM_JOINTS, PoseModel, build_net, masked_l2
 from tasks.pose.refiner import error_statistics, simulated_centers
 from visionlab.errors import ConfigError, DataError
 
@@ -50,21 +50,20 @@ class PoseTask(TaskModule):
     task_name = "pose"
     monitor = "val/pcp/mean"
     summary_metrics = ("test/pcp/mean", "test/pdj@0.2", "test/pdj@0.5")
+    model_settings_class = PoseModel
+
+    #: `load_parents=False` builds a stage without reading its parents' checkpoints
+    not_hyperparameters = ("load_pretrained", "load_parents")
 
     def __init__(
         self,
-        model: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        data_info: dict[str, Any] | None = None,
-        load_pretrained: bool = True,
         stage: int = 1,
         parent_ckpts: list[str] | None = None,
         load_parents: bool = True,
+        **args: Unpack[TaskArgs],
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["load_pretrained", "load_parents"])
-        data_info = data_info or {}
+        super().__init__(**args)
+        data_info, model = self.data_info, args["model"]
         self.image_size = int(data_info.get("image_size", 220))
         self.stage = int(stage)
         parent_ckpts = [str(p) for p in parent_ckpts or []]
@@ -72,8 +71,10 @@ class PoseTask(TaskModule):
             raise ConfigError(f"stage={stage}: expected 1 (initial regressor) or more (refiners)")
         if len(parent_ckpts) != self.stage - 1:
             raise ConfigError(f"stage={stage} needs {self.stage - 1} parent checkpoints, got {parent_ckpts}")
-        self.sigma, self.min_crop, self.simulated = check_model(model)
-        self.net = build_net(model, self.image_size)
+        self.model_settings = PoseModel.parse(model)
+        self.sigma, self.min_crop = self.model_settings.sigma, self.model_settings.min_crop
+        self.simulated = self.model_settings.simulated_per_joint
+        self.net = build_net(self.model_settings, self.image_size)
         # Parents are frozen and kept out of the state dict (a plain list, not submodules): the
         # checkpoint holds this stage's weights only and names its parents' files.
         self.parents: list[ChainStage] = load_chain(parent_ckpts, PoseTask) if load_parents else []
@@ -81,7 +82,7 @@ class PoseTask(TaskModule):
             # stage s-1 error distribution per joint, normalised by the torso diameter of its estimate
             self.register_buffer("err_mean", torch.zeros(NUM_JOINTS, 2))
             self.register_buffer("err_cov", torch.eye(2).repeat(NUM_JOINTS, 1, 1) * 0.01)
-            if load_pretrained and model.get("init_from_previous", False) and self.parents:
+            if self.load_pretrained and self.model_settings.init_from_previous and self.parents:
                 try:
                     self.net.load_state_dict(self.parents[-1].net.state_dict())
                 except RuntimeError:
@@ -96,11 +97,6 @@ class PoseTask(TaskModule):
         self._test_curves: list[tuple[np.ndarray, np.ndarray]] = []
 
     # ---- construction from the training config --------------------------------------------------
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        """`model.*` before data is loaded (the stage's parent checkpoint needs the data: checked later)."""
-        check_model(plain(cfg.model))
-
     @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> PoseTask:
         """Stage from the top-level `stage`; for stage > 1 the parent from `prev_ckpt` or discovery."""

@@ -12,15 +12,16 @@ reports: `tasks.segment.reports`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal, Unpack
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 
 from datamodules.voc_format import VOID
-from tasks.base import TaskModule, freeze_schedule, plain, to_float_images
+from tasks.base import BackboneModel, TaskArgs, TaskModule, plain, to_float_images
 from tasks.metrics.segmentation import SegmentationScores
 from tasks.nets.fcn import ARCH, BACKBONES, DEFAULT_BACKBONE, DEFAULT_DECODER, FCN, check_skips
 from tasks.nets.weights import load_state_dict_file, resolve_weights_file
@@ -61,33 +62,30 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     return 1.0 - dice.mean()
 
 
-def backbone_name(model: dict[str, Any]) -> str:
-    """The FCN's ResNet, `model.backbone` (DEFAULT_BACKBONE when the key is absent)."""
-    return str(model.get("backbone", DEFAULT_BACKBONE))
+class SegmentModel(BackboneModel):
+    """`model.*` of segment: the FCN (`tasks.nets.fcn`), its ResNet backbone, decoder and loss."""
 
+    archs: ClassVar[tuple[str, ...]] = (ARCH,)
+    task_label: ClassVar[str] = "segment"
+    backbone: Literal[BACKBONES] = Field(DEFAULT_BACKBONE, description=f"one of {list(BACKBONES)}")  # type: ignore[valid-type]
+    decoder_channels: list[PositiveInt] = Field(
+        list(DEFAULT_DECODER), min_length=1, description="a non-empty list of positive integers"
+    )
+    decoder_batch_norm: bool = Field(True, description="true or false")
+    #: ResNet stages the encoder keeps (4 = all, stride 32)
+    encoder_stages: Literal[1, 2, 3, 4] = Field(4, description="1, 2, 3 or 4 ResNet stages")
+    #: decoder blocks that add the encoder map of their stride (FCN-16s/8s-style skips)
+    skips: NonNegativeInt = Field(0, description="an integer >= 0")
+    loss: Literal[LOSSES] = Field("ce", description=f"one of {list(LOSSES)}")  # type: ignore[valid-type]
+    dice_weight: float = Field(1.0, ge=0.0, description="a number >= 0")
 
-def check_model(model: dict[str, Any]) -> float:
-    """Check the FCN's `model.*` (network, backbone, freezing, backbone learning rate, dropout, ...);
-    returns the dropout."""
-    if model.get("arch", ARCH) != ARCH:
-        raise ConfigError(f"model.arch={model.get('arch')!r} is not a segment model; expected {ARCH!r}")
-    if model.get("backbone", DEFAULT_BACKBONE) not in BACKBONES:
-        raise ConfigError(f"model.backbone={model.get('backbone')!r}: expected one of {list(BACKBONES)}")
-    freeze_schedule(model)
-    dropout = float(model.get("dropout") or 0.0)
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout={dropout} must lie in [0, 1)")
-    stages = model.get("encoder_stages", 4)
-    if isinstance(stages, bool) or stages not in (1, 2, 3, 4):
-        raise ConfigError(f"model.encoder_stages={stages!r}: expected 1, 2, 3 or 4 ResNet stages")
-    check_skips(model.get("skips", 0), len(model.get("decoder_channels", DEFAULT_DECODER)), stages)
-    loss = model.get("loss", "ce")
-    if loss not in LOSSES:
-        raise ConfigError(f"model.loss={loss!r}: expected one of {list(LOSSES)}")
-    weight = model.get("dice_weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
-        raise ConfigError(f"model.dice_weight={weight!r} must be a number >= 0")
-    return dropout
+    @model_validator(mode="after")
+    def _check_skips(self) -> SegmentModel:
+        try:
+            check_skips(self.skips, len(self.decoder_channels), self.encoder_stages)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class SegmentTask(TaskModule):
@@ -97,43 +95,27 @@ class SegmentTask(TaskModule):
     task_name = "segment"
     monitor = "val/miou"
     summary_metrics = ("test/miou", "test/pixel_acc")
+    model_settings_class = SegmentModel
 
-    def __init__(
-        self,
-        model: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        data_info: dict[str, Any] | None = None,
-        load_pretrained: bool = True,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["load_pretrained"])
-        data_info = data_info or {}
+    def __init__(self, **args: Unpack[TaskArgs]) -> None:
+        super().__init__(**args)
+        data_info = self.data_info
         self.class_names: list[str] = list(data_info.get("class_names", []))
-        num_classes = model.get("num_classes") or len(self.class_names)
-        if not num_classes:
-            raise ConfigError("model.num_classes is null and the data names no classes (data.class_names)")
-        if self.class_names and num_classes != len(self.class_names):
-            raise ConfigError(
-                f"model.num_classes={num_classes} but the data has {len(self.class_names)} classes "
-                f"({', '.join(self.class_names)}); set model.num_classes=null to follow data.class_names"
-            )
+        self.model_settings = settings = SegmentModel.parse(args["model"], "model=fcn")
+        num_classes = settings.head_classes(self.class_names)
         self.class_names = self.class_names or [f"class_{k}" for k in range(num_classes)]
-        dropout = check_model(model)
         self.net = FCN(
             num_classes=int(num_classes),
-            encoder=backbone_name(model),
-            decoder_channels=tuple(model.get("decoder_channels", DEFAULT_DECODER)),
-            dropout=dropout,
-            batch_norm=bool(model.get("decoder_batch_norm", True)),
-            encoder_stages=int(model.get("encoder_stages", 4)),
-            skips=model.get("skips", 0),
+            encoder=settings.backbone,
+            decoder_channels=tuple(settings.decoder_channels),
+            dropout=settings.dropout or 0.0,
+            batch_norm=settings.decoder_batch_norm,
+            encoder_stages=settings.encoder_stages,
+            skips=settings.skips,
         )
-        self.loss_name = str(model.get("loss", "ce"))
-        self.dice_weight = float(model.get("dice_weight", 1.0))
-        weights = model.get("weights")
-        if load_pretrained and weights:
-            path = resolve_weights_file(backbone_name(model), str(weights))
+        self.loss_name, self.dice_weight = settings.loss, settings.dice_weight
+        if self.load_pretrained and settings.weights:
+            path = resolve_weights_file(settings.backbone, settings.weights)
             skip = ("fc.", *self.net.encoder.dropped_prefixes)
             load_state_dict_file(self.net.encoder, path, skip_prefixes=skip)
         self.val_scores = self._scores(num_classes)
@@ -148,10 +130,9 @@ class SegmentTask(TaskModule):
     @classmethod
     def check_config(cls, cfg: Any) -> None:
         """`model.*` and the backbone's local weights file, before data is loaded."""
-        model = plain(cfg.model)
-        check_model(model)
-        if model.get("weights"):
-            resolve_weights_file(backbone_name(model), str(model["weights"]))
+        settings = SegmentModel.parse(plain(cfg.model), "model=fcn")
+        if settings.weights:
+            resolve_weights_file(settings.backbone, settings.weights)
 
     def _scores(self, num_classes: int) -> SegmentationScores:
         return SegmentationScores(int(num_classes), VOID, self.class_names, validate_args=False)
@@ -215,14 +196,10 @@ class SegmentTask(TaskModule):
 
     # ---- epoch ends ---------------------------------------------------------------------------
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_scores.compute()
-        self.val_scores.reset()
-        if self.trainer.sanity_checking:
+        scores = self.epoch_results(self.val_scores, lambda r: scalar_scores(r, self.class_names, "val"))
+        if scores is None or self.tensorboard is None:
             return
-        self.log_dict(scalar_scores(scores, self.class_names, "val"))
         writer, step = self.tensorboard, self.current_epoch
-        if writer is None:
-            return
         matrix = scores["confusion_matrix"].cpu().numpy()
         writer.add_figure(
             "val/confusion_matrix",

@@ -3,16 +3,18 @@ bright or dark 8x8 images, told apart by a tiny convolutional network."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Unpack
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from pydantic import Field, PositiveInt
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from tasks.base import TaskModule, plain
+from tasks.base import TaskArgs, TaskModule
 from visionlab.errors import ConfigError
+from visionlab.schema import ModelSettings
 
 CLASS_NAMES = ["dark", "bright"]
 
@@ -72,31 +74,28 @@ class BrightnessData(pl.LightningDataModule):
         return self._loader("test")
 
 
+class TinyConvModel(ModelSettings):
+    """`model.*`: the width of the one convolution (typed: a wrong value is one error line)."""
+
+    archs: ClassVar[tuple[str, ...]] = ("tinyconv",)
+    task_label: ClassVar[str] = "sixth"
+    channels: PositiveInt = Field(4, description="a positive integer")
+
+
 class SixthTask(TaskModule):
     """Cross-entropy on two classes; `test/acc` is its test metric."""
 
     task_name = "sixth"
     monitor = "val/acc"
     summary_metrics = ("test/acc",)
+    #: model.* is checked by the inherited check_config before any data is made
+    model_settings_class = TinyConvModel
 
-    @classmethod
-    def check_config(cls, cfg: Any) -> None:
-        """model.channels, before any data is made."""
-        channels = plain(cfg.model).get("channels")
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-            raise ConfigError(f"model.channels={channels!r} must be a positive integer")
-
-    def __init__(
-        self,
-        model: dict[str, Any],
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any] | None = None,
-        data_info: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        channels = int(model["channels"])
-        classes = len((data_info or {}).get("class_names") or CLASS_NAMES)
+    def __init__(self, **args: Unpack[TaskArgs]) -> None:
+        super().__init__(**args)
+        channels = TinyConvModel.parse(args["model"]).channels
+        data_info = self.data_info
+        classes = len(data_info.get("class_names") or CLASS_NAMES)
         self.net = nn.Sequential(
             nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(channels, classes),
