@@ -46,7 +46,9 @@ def test_a_task_of_ones_own_trains_and_evaluates(tmp_path: Path) -> None:
     assert torch.load(best, map_location="cpu", weights_only=True)["task_name"] == "sixth"
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0.0 <= metrics["test/acc"] <= 1.0
-    assert f"python evaluate.py task=sixth ckpt_path={best}" in trained.stdout
+    # the commands a user reads back name the config folder, without which they would not run
+    assert f"python evaluate.py task=sixth '{SEARCHPATH}' ckpt_path={best}" in trained.stdout
+    assert SEARCHPATH in json.loads((run / "tables.json").read_text())["command"]
 
     evaluated = run_sixth("evaluate.py", f"ckpt_path={best}", tmp_path=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

@@ -76,3 +76,38 @@ def test_the_checks_see_a_wrong_import(tmp_path: Path) -> None:
     source = tmp_path / "bad.py"
     source.write_text("import visionlab.errors\n\n\ndef f():\n    from visionlab import runner\n")
     assert {("visionlab.errors", False), ("visionlab.runner", True)} <= set(imports(source))
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_the_project_imports_have_no_cycle() -> None:
+    """Module-level imports between the project's modules form no cycle (a package counts as its
+    `__init__`; `from pkg import name` counts as importing pkg.name when that is a module)."""
+    paths = [p for folder in PROJECT for p in _sources(folder)]
+    modules = {_module_name(p): p for p in paths}
+    def edges(name: str, path: Path) -> set[str]:
+        found = {m for m, inside in imports(path) if not inside and m in modules and m != name}
+        # `from pkg import sub` of a module under pkg needs pkg only as the namespace Python is
+        # already initialising: not an edge to pkg/__init__
+        return {m for m in found if not name.startswith(f"{m}.")}
+
+    graph = {name: edges(name, path) for name, path in modules.items()}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(name: str, trail: list[str]) -> list[str] | None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                return [*trail, name, target]
+            if target not in state and (cycle := visit(target, [*trail, name])):
+                return cycle
+        state[name] = 2
+        return None
+
+    for name in sorted(graph):
+        if name not in state:
+            cycle = visit(name, [])
+            assert cycle is None, " -> ".join(cycle)

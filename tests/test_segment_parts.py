@@ -25,7 +25,7 @@ from datamodules.voc_format import (
     subset_remap,
 )
 from tasks.metrics.segmentation import SegmentationScores, format_iou_report
-from tasks.nets.fcn import FCN, freeze_encoder, init_bilinear_
+from tasks.nets.fcn import FCN, init_bilinear_
 from tasks.nets.weights import load_state_dict_file
 from visionlab.errors import ConfigError, DataError
 
@@ -180,24 +180,31 @@ def test_bilinear_init_upsamples_ramp_and_constant() -> None:
 
 
 def test_frozen_encoder_keeps_batchnorm_stats_and_weights() -> None:
+    """The freeze schedule segment trains with (`model.freeze_backbone_epochs`, TaskModule's)."""
+    from tasks.segment import SegmentTask
+
     torch.manual_seed(0)
-    model = FCN(num_classes=3, decoder_channels=(32, 16, 16, 8, 8))
-    freeze_encoder(model, True)
-    model.train()
-    assert model.training and not model.encoder.training and not model.encoder.bn1.training
-    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    decoder_bn_before = model.decoder[0][1].running_mean.clone()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    loss = F.cross_entropy(model(torch.randn(2, 3, 64, 64) * 3 + 1), torch.randint(0, 3, (2, 64, 64)))
+    model = {"decoder_channels": [32, 16, 16, 8, 8], "num_classes": 3, "freeze_backbone_epochs": 1}
+    task = SegmentTask(model=model, optimizer={"lr": 0.1})
+    task.apply_freeze()  # epoch 0 < 1: frozen
+    task.train()
+    fcn = task.net
+    norms = [m for m in fcn.encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert fcn.training and norms and not any(m.training for m in norms)
+    before = {k: v.clone() for k, v in fcn.encoder.state_dict().items()}
+    decoder_bn_before = fcn.decoder[0][1].running_mean.clone()
+    optimizer = torch.optim.SGD([p for p in fcn.parameters() if p.requires_grad], lr=0.1)
+    loss = F.cross_entropy(fcn(torch.randn(2, 3, 64, 64) * 3 + 1), torch.randint(0, 3, (2, 64, 64)))
     loss.backward()
     optimizer.step()
-    assert all(p.grad is None for p in model.encoder.parameters())
-    assert all(torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())
-    assert not torch.equal(decoder_bn_before, model.decoder[0][1].running_mean)
-    freeze_encoder(model, False)
-    assert model.encoder.training and all(p.requires_grad for p in model.encoder.parameters())
-    model(torch.randn(2, 3, 64, 64))
-    assert not torch.equal(before["bn1.running_mean"], model.encoder.bn1.running_mean)
+    assert all(p.grad is None for p in fcn.encoder.parameters())
+    assert all(torch.equal(before[k], v) for k, v in fcn.encoder.state_dict().items())
+    assert not torch.equal(decoder_bn_before, fcn.decoder[0][1].running_mean)
+    task.hparams.model["freeze_backbone_epochs"] = 0  # as from epoch 1 on
+    task.apply_freeze()
+    assert all(m.training for m in norms) and all(p.requires_grad for p in fcn.encoder.parameters())
+    fcn(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(before["bn1.running_mean"], fcn.encoder.bn1.running_mean)
 
 
 def test_encoder_loads_a_torchvision_resnet_state_dict(tmp_path: Path) -> None:

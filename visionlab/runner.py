@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import math
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -31,6 +32,7 @@ from visionlab.loggers import build_loggers as build_logger_entries
 from visionlab.loggers import check_loggers
 from visionlab.optim import check_optimizer, check_scheduler
 from visionlab.report import write_run_report
+from visionlab.report.record import searchpath_overrides
 from visionlab.targets import resolve_class
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,8 @@ def report_end_of_run(
     lines.append(f"next: tensorboard --logdir {logdir}")
     if best:
         stage = f" stage={cfg.stage}" if int(cfg.get("stage") or 1) > 1 else ""
-        lines.append(f"      python evaluate.py task={cfg.task_name}{stage} ckpt_path={best}")
+        searchpath = "".join(f" {shlex.quote(o)}" for o in searchpath_overrides())
+        lines.append(f"      python evaluate.py task={cfg.task_name}{stage}{searchpath} ckpt_path={best}")
     print("\n" + "\n".join(lines), flush=True)
     for line in lines:
         log_to_files(logging.INFO, line)

@@ -12,59 +12,16 @@ import csv
 import json
 import logging
 import math
-import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 JOB_FILE = "job.json"
 #: the run folder this command continues (`resume=`), when it is not the one Hydra created for it
 resumed_into: Path | None = None
-
-
-class SweepSummary(Callback):
-    """Hydra callback: records each job's outcome and writes the summary when a multirun ends."""
-
-    def __init__(self) -> None:
-        self._started: dict[str, float] = {}
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._started[str(config.hydra.runtime.output_dir)] = time.time()
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        job_dir = Path(str(config.hydra.runtime.output_dir))
-        started = self._started.pop(str(job_dir), time.time())
-        job_dir = resumed_into or job_dir  # a resume records itself in the folder it continued
-        value = job_return._return_value
-        failed = job_return.status == JobStatus.FAILED or isinstance(value, BaseException)
-        error = read_error(job_dir) if not failed else _one_line(value)
-        record = {
-            "job": job_dir.name,
-            "overrides": list(job_return.overrides or []),
-            "status": "failed" if failed or error else "completed",
-            "error": error,
-            "return_value": value if isinstance(value, (int, float)) and not (failed or error) else None,
-            "wall_s": round(time.time() - started, 3),
-        }
-        (job_dir / JOB_FILE).write_text(json.dumps(record, indent=2))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        metric = str(config.get("optimized_metric") or "")
-        rows = write_summary(sweep_dir, metric or None)
-        failed = sum(r["status"] != "completed" for r in rows)
-        log.info(
-            "sweep summary: %s (%d jobs, %d not completed)", sweep_dir / "summary.csv", len(rows), failed
-        )
-        # lazy: visionlab.report.sweep_report imports this module (a cycle still to be split)
-        from visionlab.report import write_sweep_report
-
-        write_sweep_report(sweep_dir)
 
 
 def read_error(job_dir: Path) -> str:
@@ -76,10 +33,10 @@ def read_error(job_dir: Path) -> str:
 def record_failure(job_dir: Path, err: BaseException) -> None:
     """Write the job's error line so the summary can show it; the other jobs go on."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "error.txt").write_text(_one_line(err) + "\n")
+    (job_dir / "error.txt").write_text(one_line(err) + "\n")
 
 
-def _one_line(value: Any) -> str:
+def one_line(value: Any) -> str:
     if isinstance(value, BaseException):
         text = str(value).strip().splitlines()
         return f"{type(value).__name__}: {text[0] if text else ''}"

@@ -174,7 +174,6 @@ class FCN(nn.Module):
             nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
             nn.Conv2d(widths[-1], num_classes, kernel_size=1),
         )
-        self.encoder_frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -192,21 +191,3 @@ class FCN(nn.Module):
         if logits.shape[-2:] != x.shape[-2:]:
             logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits[..., :height, :width]
-
-    def train(self, mode: bool = True) -> FCN:
-        """Set training mode, keeping a frozen encoder (and so its BatchNorm statistics) in eval mode."""
-        super().train(mode)
-        if self.encoder_frozen:
-            self.encoder.eval()
-        return self
-
-
-def freeze_encoder(model: FCN, frozen: bool) -> None:
-    """Freeze (or unfreeze) the encoder: no gradients, and BatchNorm running statistics left unchanged.
-
-    While frozen, `model.train()` keeps the encoder in eval mode, so the BN statistics survive the
-    trainer switching modes every epoch. The flag is not saved in checkpoints: re-apply it on resume.
-    """
-    model.encoder_frozen = frozen
-    model.encoder.requires_grad_(not frozen)
-    model.train(model.training)

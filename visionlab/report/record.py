@@ -41,13 +41,24 @@ def record_run(cfg: DictConfig, run_dir: Path, module: Any, kind: str) -> dict[s
 
 
 def hydra_job() -> tuple[str | None, list[str]]:
-    """The entry point's name (train / evaluate) and the command line's overrides, when Hydra ran it."""
+    """The entry point's name (train / evaluate) and the command line's overrides (with any
+    `hydra.searchpath=`, which a task of one's own needs), when Hydra ran it."""
     from hydra.core.hydra_config import HydraConfig  # lazy for speed, like the other report modules
 
     if not HydraConfig.initialized():
         return None, []
     hydra = HydraConfig.get()
-    return str(hydra.job.name), [str(o) for o in hydra.overrides.task]
+    return str(hydra.job.name), [*searchpath_overrides(), *map(str, hydra.overrides.task)]
+
+
+def searchpath_overrides() -> list[str]:
+    """The command line's `hydra.searchpath=[...]` (a task of one's own needs its config folder on
+    the command line to run again), [] outside Hydra or without one."""
+    from hydra.core.hydra_config import HydraConfig  # lazy for speed, like the other report modules
+
+    if not HydraConfig.initialized():
+        return []
+    return [str(o) for o in HydraConfig.get().overrides.hydra if str(o).startswith("hydra.searchpath=")]
 
 
 def hydra_searchpath() -> list[str]:
