@@ -83,7 +83,7 @@ import importlib.util
 import sys
 required = {"torch": "torch", "torchvision": "torchvision", "lightning": "lightning",
             "torchmetrics": "torchmetrics", "tensorboard": "tensorboard", "hydra": "hydra-core",
-            "omegaconf": "omegaconf", "albumentations": "albumentations", "kornia": "kornia",
+            "omegaconf": "omegaconf", "albumentations": "albumentations", "kornia": "kornia", "pydantic": "pydantic",
             "yaml": "PyYAML", "scipy": "scipy", "matplotlib": "matplotlib", "PIL": "pillow", "jinja2": "jinja2"}
 optional = {"hydra_plugins.hydra_joblib_launcher": "hydra-joblib-launcher", "joblib": "joblib"}
 need = required if sys.argv[1] == "required" else optional
