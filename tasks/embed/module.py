@@ -34,6 +34,7 @@ from tasks.embed.figures import (
 )
 from tasks.embed.net import TASK_NAME, Embedder, EmbedModel, build_net, digit_weights
 from tasks.embed.symbols import (
+    DEFAULT_K,
     SymbolReport,
     check_symbols,
     evaluate_symbols,
@@ -248,7 +249,10 @@ class EmbedTask(ClassifierTask):
         try:
             with torch.no_grad():
                 return evaluate_symbols(
-                    lambda x: self.net.embed(x.to(self.device)), train, test, int(self.symbols.get("k", 3))
+                    lambda x: self.net.embed(x.to(self.device)),
+                    train,
+                    test,
+                    int(self.symbols.get("k", DEFAULT_K)),
                 )
         finally:
             self.net.train(was_training)

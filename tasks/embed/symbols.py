@@ -35,6 +35,8 @@ from tasks.metrics.knn import knn_predict, ssd_matrix
 from visionlab.errors import ConfigError, DataError
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
+#: `symbols.k` when the config leaves it out: neighbours in the k-NN vote
+DEFAULT_K = 3
 
 
 @dataclass
@@ -245,7 +247,7 @@ def check_symbols(symbols: dict[str, Any] | None, folders: bool = False) -> dict
     among the train classes (before training or testing starts; a loaded checkpoint's stored folders
     may be gone, which is fine)."""
     symbols = dict(symbols or {})
-    k = check_k(symbols.get("k", 3))
+    k = check_k(symbols.get("k", DEFAULT_K))
     symbol_transform_from_config(symbols.get("transform"))  # unknown keys fail now, not after training
     params = synthetic_params(symbols.get("synthetic"))
     train, test = symbols.get("train"), symbols.get("test")
