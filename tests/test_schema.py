@@ -3,6 +3,7 @@ and a wrong key or value is one ConfigError line that names it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from tasks.pose.model import PoseModel
 from tests.conftest import compose_config
 from visionlab.errors import ConfigError
 from visionlab.keys import tasks_available
-from visionlab.runner import task_classes
+from visionlab.runner import task_classes, validate_config
 from visionlab.schema import Settings
 from visionlab.targets import resolve_class
 
@@ -114,3 +115,23 @@ def test_every_task_module_has_typed_model_settings() -> None:
         assert issubclass(module_cls, TaskModule)
         assert module_cls.model_settings_class is not None
         assert issubclass(module_cls.model_settings_class, Settings)
+
+
+def _files(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in ("experiment", "hparams_search") for o in _files(g)]
+)
+def test_every_experiment_and_search_passes_the_typed_checks(group: str, option: str, tmp_path: Path) -> None:
+    """Strict types would refuse e.g. `image_size: 220.0`: every shipped file passes the checks a run
+    starts with (finetune_transfer needs the checkpoint its first step writes, and says so)."""
+    cfg = compose_config("train", [f"{group}={option}", f"paths.data_dir={tmp_path}"])
+    if option == "finetune_transfer":
+        with pytest.raises(
+            ConfigError, match=r"it is written by `python train.py experiment=finetune_pretrain`"
+        ):
+            validate_config(cfg)
+    else:
+        validate_config(cfg)
