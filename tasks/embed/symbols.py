@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, PositiveInt
 
 from datamodules.io import list_images
 from datamodules.mnist import symbol_transform_from_config
@@ -33,6 +34,7 @@ from datamodules.symbols import (
 )
 from tasks.metrics.knn import knn_predict, ssd_matrix
 from visionlab.errors import ConfigError, DataError
+from visionlab.schema import Settings
 
 EmbedFn = Callable[[torch.Tensor], torch.Tensor]
 #: `symbols.k` when the config leaves it out: neighbours in the k-NN vote
@@ -230,6 +232,23 @@ def _mark(pred: torch.Tensor, truth: torch.Tensor, names: list[str]) -> str:
     return name if int(pred) == int(truth) else f"{name}*"
 
 
+class SymbolSettings(Settings):
+    """`symbols:` of embed (conf/task/embed.yaml): the labelled symbol set, the new images classified
+    against it, the embedded letters, the k-NN vote and the course transform. Absent = no study."""
+
+    group: ClassVar[str] = "symbols"
+    owner: ClassVar[str] = "embed's symbols"
+    train: str | None = Field(None, description=f"{EMBEDDED}, a folder or null")
+    test: str | None = Field(None, description=f"{AUTO}, {EMBEDDED}, a folder or null")
+    #: the embedded letters' generator settings (`datamodules.symbols.synthetic_params` checks them)
+    synthetic: dict[str, Any] | None = Field(None, description="a mapping of the embedded letters' settings")
+    k: PositiveInt = Field(DEFAULT_K, description="a positive integer (neighbours in the k-NN vote)")
+    #: the course transform (`datamodules.mnist.symbol_transform_from_config` checks its keys)
+    transform: dict[str, Any] | None = Field(
+        None, description="a mapping {scale, crop, interpolation, invert}"
+    )
+
+
 def resolve_symbols(symbols: dict[str, Any] | None, cfg: Any) -> dict[str, Any]:
     """The checked `symbols:` config with `embedded` / `auto` replaced by folders (or None), the
     embedded Greek set generated under `paths.data_dir` when it is used."""
@@ -246,11 +265,12 @@ def check_symbols(symbols: dict[str, Any] | None, folders: bool = False) -> dict
     when its size is known. With `folders`, also that the folders exist and the test classes are
     among the train classes (before training or testing starts; a loaded checkpoint's stored folders
     may be gone, which is fine)."""
-    symbols = dict(symbols or {})
-    k = check_k(symbols.get("k", DEFAULT_K))
-    symbol_transform_from_config(symbols.get("transform"))  # unknown keys fail now, not after training
-    params = synthetic_params(symbols.get("synthetic"))
-    train, test = symbols.get("train"), symbols.get("test")
+    settings = SymbolSettings.parse(symbols)
+    symbols = settings.model_dump()
+    k = settings.k
+    symbol_transform_from_config(settings.transform)  # unknown keys fail now, not after training
+    params = synthetic_params(settings.synthetic)
+    train, test = settings.train, settings.test
     if train == AUTO:
         raise ConfigError(
             "symbols.train=auto: auto is for symbols.test; give symbols.train=embedded, a folder or null"
