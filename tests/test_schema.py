@@ -81,7 +81,7 @@ def test_defaults_live_in_the_schema(tmp_path) -> None:
     [
         (lambda d: LSPDataModule(d, batchsize=8), "data.batchsize is not a key of LSPSettings; did you mean data.batch_size?"),
         (lambda d: LSPDataModule(d, batch_size="8"), "data.batch_size='8' must be a positive integer"),
-        (lambda d: LSPDataModule(d, batch_size=True), "data.batch_size=True must be a positive integer"),
+        (lambda d: LSPDataModule(d, batch_size=True), "data.batch_size=true must be a positive integer"),
         (lambda d: LSPDataModule(d, pad_value=300), "data.pad_value=300 must be an integer grey level in 0..255"),
         (lambda d: FolderDataModule(d, num_workers=-1), "data.num_workers=-1 must be a non-negative integer or 'auto'"),
         (lambda d: FolderDataModule(d, mean=[0.5]), "data.mean=[0.5] / data.std=[0.229, 0.224, 0.225]: expected 3 values each"),

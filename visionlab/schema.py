@@ -77,7 +77,14 @@ class Settings(BaseModel):
         value = first.get("input")
         if field and isinstance(value, Mapping):  # a model-level error reports the whole mapping
             value = value.get(field)
-        return f"{key}={value!r} must be {expected.removeprefix('input should be ')}"
+        return f"{key}={_as_written(value)} must be {expected.removeprefix('input should be ')}"
+
+
+def _as_written(value: Any) -> str:
+    """`value` as the config writes it: true, false and null as in YAML, anything else as repr."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "null" if value is None else repr(value)
 
 
 class ModelSettings(Settings):
