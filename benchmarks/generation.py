@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from benchmarks.throughput import TASKS, compose_task, environment, parse_tasks
+from benchmarks.common import TASKS, compose_task, environment, parse_tasks
 
 
 @dataclass

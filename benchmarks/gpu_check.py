@@ -228,7 +228,7 @@ def generate_data(work: Path, dry_run: bool) -> int:
 
     import datamodules  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE)
     from datamodules.symbols import resolve_symbol_folders
-    from visionlab.runner import task_classes
+    from visionlab.validation import task_classes
 
     for task, overrides in data_configs(work, dry_run):
         started = time.perf_counter()

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.throughput import compose_task, environment
+from benchmarks.common import compose_task, environment
 from visionlab.runner import datamodule_from_config
 
 #: the key of the embedded-set size of each task that can cache its decoded images

@@ -20,57 +20,49 @@ reported. real/bound is the pipeline efficiency, real/loop the framework overhea
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
 import json
 import logging
-import os
-import platform
 import re
 import shlex
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning
 import lightning.pytorch as pl
 import torch
-from hydra import compose, initialize_config_dir
-from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 import datamodules  # noqa: F401  (sets NO_ALBUMENTATIONS_UPDATE before albumentations is imported)
-from datamodules.contract import gpu_augmented
-from visionlab.callbacks import build_callbacks
+from benchmarks.common import (
+    TASKS,
+    apply_torch_flags,
+    compose_task,
+    device_of,
+    environment,
+    parse_tasks,
+    peak_rss_mib,
+)
+from benchmarks.timing import (
+    Settings,
+    TrainStep,
+    batch_size,
+    prepare,
+    random_like,
+    time_bound,
+    time_loop,
+    time_trainer,
+)
 from visionlab.errors import ConfigError
-from visionlab.keys import tasks_available
-from visionlab.runner import build_datamodule, build_loggers, build_module, build_trainer, task_classes
-
-#: every task of the framework (one per conf/task/*.yaml), in the order the tables list them
-TASKS = tuple(tasks_available())
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from visionlab.runner import build_datamodule, build_module
+from visionlab.validation import task_classes
 
 #: what a task module's `self.log` says on every step when no Trainer is attached (the hand loop)
 NO_TRAINER_LOG_WARNING = "You are trying to `self.log()` but the `self.trainer` reference is not registered"
-
-
-@dataclass
-class Settings:
-    """What to measure and how long. `overrides` are Hydra overrides for every task, or for one task
-    when written `<task>:<key>=<value>`."""
-
-    steps: int = 50
-    warmup: int = 10
-    repeats: int = 3
-    batch_size: int | None = None
-    trainer: str = field(default_factory=lambda: "gpu" if torch.cuda.is_available() else "cpu")
-    overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -109,260 +101,12 @@ class TaskResult:
         return out
 
 
-# ---- configuration ----------------------------------------------------------------------------------
-def parse_tasks(text: str) -> list[str]:
-    """`pose,defect` -> ["pose", "defect"]; an unknown name is a ValueError naming it."""
-    tasks = [t.strip() for t in text.split(",") if t.strip()]
-    if not tasks or any(t not in TASKS for t in tasks):
-        raise ValueError(f"--tasks {text!r}: expected a comma-separated subset of {','.join(TASKS)}")
-    return tasks
-
-
-def overrides_for(task: str, overrides: Sequence[str]) -> list[str]:
-    """The Hydra overrides that apply to `task`: plain ones apply to every task, `pose:key=value`
-    only to the task named before the colon."""
-    chosen = []
-    for item in overrides:
-        prefix, colon, rest = item.partition(":")
-        if colon and prefix in TASKS and "=" in rest:
-            if prefix == task:
-                chosen.append(rest)
-        else:
-            chosen.append(item)
-    return chosen
-
-
-def compose_task(task: str, overrides: Sequence[str], run_dir: Path) -> tuple[DictConfig, str]:
-    """The config `python train.py task=<task> <overrides>` would compose, writing into `run_dir`,
-    and the name of the model config it chose (for the table)."""
-    args = [f"task={task}", *overrides_for(task, overrides), f"paths.run_dir={run_dir}"]
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=args, return_hydra_config=True)
-    model = str(cfg.hydra.runtime.choices.get("model", "?"))
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, model
-
-
 def task_settings(task: str, settings: Settings, run_dir: Path) -> tuple[DictConfig, str]:
     """The task's config with the benchmark's trainer, batch size and overrides applied."""
     overrides = [f"trainer={settings.trainer}", *settings.overrides]
     if settings.batch_size is not None:
         overrides.append(f"data.batch_size={settings.batch_size}")
     return compose_task(task, overrides, run_dir)
-
-
-def device_of(cfg: DictConfig) -> torch.device:
-    """The device the Trainer built from `cfg.trainer` trains on."""
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def apply_torch_flags(cfg: DictConfig) -> None:
-    """The global flags the Trainer sets (cudnn autotuning, determinism, matmul precision), so that
-    the bound and the hand loop run under the same ones as the real path."""
-    deterministic = cfg.trainer.get("deterministic")
-    benchmark = cfg.trainer.get("benchmark")
-    if deterministic and benchmark is None:
-        benchmark = False
-    if benchmark is not None:
-        torch.backends.cudnn.benchmark = bool(benchmark)
-    if isinstance(deterministic, bool):
-        torch.use_deterministic_algorithms(deterministic)
-    if deterministic:
-        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-    torch.set_float32_matmul_precision("high")
-
-
-# ---- the pieces of a training step --------------------------------------------------------------------
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Every tensor of a (nested) batch on `device`; asynchronous from pinned memory."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
-def batch_size(batch: Any) -> int:
-    """Length of the first tensor of a (nested) batch: the number of images it holds."""
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    items = batch.values() if isinstance(batch, dict) else batch
-    for item in items:
-        with contextlib.suppress(ValueError):
-            return batch_size(item)
-    raise ValueError("the batch holds no tensor")
-
-
-def prepare(
-    module: pl.LightningModule, batch: Any, device: torch.device, datamodule: Any = None, epoch: int = 0
-) -> Any:
-    """What Lightning does between the DataLoader and `training_step`: the module's hook before the
-    transfer, the transfer, the data's augmentation on the device (`data.gpu_augment`), and the
-    module's `prepare_batch` (normalisation on the device)."""
-    batch = module.on_before_batch_transfer(batch, 0)
-    batch = to_device(batch, device)
-    return module.prepare_batch(gpu_augmented(datamodule, batch, epoch))
-
-
-class TrainStep:
-    """One optimisation step of `module` as Lightning's automatic optimisation runs it: the module's
-    own `training_step` under the trainer's precision, backward, optimizer step, zero_grad."""
-
-    def __init__(self, module: pl.LightningModule, precision: str, device: torch.device) -> None:
-        self.module = module
-        self.optimizer = first_optimizer(module.configure_optimizers())
-        precision = str(precision)
-        if precision in ("32-true", "32"):
-            self.dtype: torch.dtype | None = None
-        elif precision == "bf16-mixed":
-            self.dtype = torch.bfloat16
-        elif precision == "16-mixed":
-            self.dtype = torch.float16
-        else:
-            raise ValueError(
-                f"trainer.precision={precision}: the benchmark knows 32-true, bf16-mixed, 16-mixed"
-            )
-        self.device = device
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-
-    def __call__(self, batch: Any, index: int) -> None:
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            out = self.module.training_step(batch, index)
-        loss = out["loss"] if isinstance(out, dict) else out
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-
-
-def first_optimizer(configured: Any) -> torch.optim.Optimizer:
-    """The optimizer out of whatever `configure_optimizers` returned (the schedulers step per epoch
-    and cost nothing per step, so they are left out)."""
-    if isinstance(configured, torch.optim.Optimizer):
-        return configured
-    if isinstance(configured, dict):
-        return configured["optimizer"]
-    if isinstance(configured, (list, tuple)) and configured:
-        return first_optimizer(configured[0])
-    raise TypeError(f"configure_optimizers returned {type(configured).__name__}; expected an optimizer")
-
-
-# ---- timing ---------------------------------------------------------------------------------------------
-class StepClock:
-    """Counts finished training steps and times those after the warm-up: the clock starts when step
-    `warmup` has finished and stops when step `warmup + steps` has, synchronising the device at both
-    ends, so the time includes fetching each measured batch."""
-
-    def __init__(self, device: torch.device, warmup: int, steps: int) -> None:
-        self.device, self.warmup, self.steps = device, warmup, steps
-        self.finished = 0
-        self.images = 0
-        self.started = 0.0
-        self.elapsed: float | None = None
-
-    def step_done(self, images: int) -> None:
-        self.finished += 1
-        if self.finished > self.warmup:
-            self.images += images
-        if self.finished == self.warmup:
-            self._sync()
-            self.started = time.perf_counter()
-        elif self.finished == self.warmup + self.steps:
-            self._sync()
-            self.elapsed = time.perf_counter() - self.started
-
-    @property
-    def done(self) -> bool:
-        return self.elapsed is not None
-
-    @property
-    def images_per_second(self) -> float:
-        if self.elapsed is None:
-            raise RuntimeError(f"stopped after {self.finished} of {self.warmup + self.steps} steps")
-        return self.images / self.elapsed
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-class ClockCallback(Callback):
-    """Feeds a StepClock from the Trainer's training loop."""
-
-    def __init__(self, clock: StepClock) -> None:
-        self.clock = clock
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        self.clock.step_done(batch_size(batch))
-
-
-def time_bound(step: TrainStep, batch: Any, settings: Settings, device: torch.device) -> float:
-    """(a) img/s of the training step alone, on one batch that stays on the device."""
-    clock = StepClock(device, settings.warmup, settings.steps)
-    images = batch_size(batch)
-    for index in range(settings.warmup + settings.steps):
-        step(batch, index)
-        clock.step_done(images)
-    return clock.images_per_second
-
-
-def time_trainer(
-    cfg: DictConfig, datamodule: pl.LightningDataModule, settings: Settings, repeat: int = 0
-) -> float:
-    """(b) img/s of a Lightning fit of a fresh module on the task's DataModule, with the trainer,
-    loggers and callbacks of a real run (writing into `<cfg.paths.run_dir>/real_<repeat>`),
-    validation switched off."""
-    cfg = cfg.copy()
-    with open_dict(cfg):
-        cfg.paths.run_dir = f"{cfg.paths.run_dir}/real_{repeat}"
-        cfg.trainer.max_steps = settings.warmup + settings.steps
-        cfg.trainer.max_epochs = -1
-        cfg.trainer.limit_val_batches = 0
-        cfg.trainer.num_sanity_val_steps = 0
-    clock = StepClock(device_of(cfg), settings.warmup, settings.steps)
-    module = build_module(cfg, datamodule)
-    callbacks = [*build_callbacks(_plain(cfg.get("callbacks"))), ClockCallback(clock)]
-    trainer = build_trainer(cfg, callbacks, build_loggers(cfg))
-    trainer.fit(module, datamodule=datamodule)
-    return clock.images_per_second
-
-
-def time_loop(
-    step: TrainStep, datamodule: Any, loader: Iterable[Any], settings: Settings, device: torch.device
-) -> float:
-    """(c) img/s of a hand-written loop over the task's DataLoader (one pass per epoch, as long as needed)."""
-    clock = StepClock(device, settings.warmup, settings.steps)
-    module = step.module
-    epoch = 0
-    while not clock.done:
-        for index, raw in enumerate(loader):
-            batch = prepare(module, raw, device, datamodule, epoch)
-            step(batch, index)
-            clock.step_done(batch_size(batch))
-            if clock.done:
-                break
-        epoch += 1
-    return clock.images_per_second
-
-
-def random_like(batch: Any) -> Any:
-    """The batch with every float image tensor (N, C, H, W) replaced by random values of the same
-    shape, dtype and memory format; labels and targets are kept, so they stay valid."""
-    if isinstance(batch, torch.Tensor):
-        return torch.randn_like(batch) if batch.is_floating_point() and batch.ndim == 4 else batch
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(random_like(b) for b in batch)
-    if isinstance(batch, dict):
-        return {k: random_like(v) for k, v in batch.items()}
-    return batch
 
 
 # ---- one task ---------------------------------------------------------------------------------------------
@@ -431,32 +175,6 @@ def _plain(node: Any) -> Any:
 
 
 # ---- reporting --------------------------------------------------------------------------------------------
-def environment(device: torch.device) -> dict[str, Any]:
-    """The machine and versions a measurement belongs to."""
-    return {
-        "device": device_name(device),
-        "device_type": device.type,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "python": platform.python_version(),
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-
-
-def device_name(device: torch.device) -> str:
-    """`NVIDIA H100 80GB HBM3`, or the CPU model and core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model} ({os.cpu_count()} cores)"
-
-
 def markdown_table(results: Sequence[TaskResult]) -> str:
     """img/s of (a), (b), (c) and the two ratios, one row per task."""
     header = ["task", "model", "input", "batch", "precision", "workers", "augment",
@@ -508,17 +226,6 @@ def run(
         if on_result is not None:
             on_result(results)
     return results
-
-
-def peak_rss_mib() -> float | None:
-    """This process's peak resident memory in MiB since it started (Linux `VmHWM`, which, unlike
-    `ru_maxrss`, does not carry the parent's size over a fork and exec); None where unknown."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    return int(match.group(1)) / 1024 if match else None
 
 
 def report(results: Sequence[TaskResult], settings: Settings, command: str) -> dict[str, Any]:

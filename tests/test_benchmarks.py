@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.throughput import Settings, markdown_table, measure_task, overrides_for, report
+from benchmarks.common import overrides_for
+from benchmarks.throughput import Settings, markdown_table, measure_task, report
 
 #: the embed task on the same tiny generated digits as tests/test_embed.py (the session's data_dir holds
 #: one generated set per task, so the synthetic parameters must match that file's)

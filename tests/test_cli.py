@@ -155,7 +155,7 @@ def test_unknown_keys_of_the_known_groups_are_refused_by_name(
 ) -> None:
     from tests.conftest import compose_config
     from visionlab.errors import ConfigError
-    from visionlab.runner import validate_config
+    from visionlab.validation import validate_config
 
     cfg = compose_config("train", [override, f"paths.data_dir={tmp_path / 'data'}"])
     with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("+", r"\+")):
@@ -164,7 +164,7 @@ def test_unknown_keys_of_the_known_groups_are_refused_by_name(
 
 def test_valid_added_keys_pass(tmp_path: Path) -> None:
     from tests.conftest import compose_config
-    from visionlab.runner import validate_config
+    from visionlab.validation import validate_config
 
     validate_config(
         compose_config("train", ["+optimizer.betas=[0.9,0.99]", "+trainer.enable_model_summary=false"])

@@ -18,7 +18,8 @@ from datamodules.gpu_augment import build_gpu_augment
 from datamodules.lsp_format import LSP_FLIP_PERMUTATION
 from datamodules.mnist import MNISTDataModule
 from visionlab.errors import ConfigError
-from visionlab.runner import build_datamodule, compile_mode, train
+from visionlab.runner import build_datamodule, train
+from visionlab.validation import compile_mode
 
 #: flips and rotation/scale/shift, the geometry of experiment=pose_augmented_gpu
 POSE_GEOMETRY_GPU = [

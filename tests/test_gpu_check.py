@@ -212,7 +212,7 @@ def test_every_command_of_the_plan_composes(tmp_path: Path, dry_run: bool) -> No
     for each of its tasks, and every option given to a benchmark module is one it defines."""
     from hydra import compose, initialize_config_dir
 
-    from benchmarks.throughput import compose_task, overrides_for
+    from benchmarks.common import compose_task, overrides_for
 
     steps = gpu_check.plan(tmp_path / "out", tmp_path / "work", dry_run)
     assert [s.name for s in steps][:2] == ["data", "throughput_default"] and len(steps) == 13

@@ -29,7 +29,7 @@ def _group(*overrides: str, group: str = "optimizer") -> dict:
 
 
 def _validate(*overrides: str) -> None:
-    from visionlab.runner import validate_config
+    from visionlab.validation import validate_config
 
     validate_config(compose_config("train", list(overrides)))
 

@@ -21,9 +21,9 @@ from tasks.pose.model import PoseModel
 from tests.conftest import compose_config
 from visionlab.errors import ConfigError
 from visionlab.keys import tasks_available
-from visionlab.runner import task_classes, validate_config
 from visionlab.schema import Settings
 from visionlab.targets import resolve_class
+from visionlab.validation import task_classes, validate_config
 
 #: each task with every model option its config may choose
 MODEL_OPTIONS = {

@@ -18,7 +18,8 @@ from visionlab.callbacks import EpochLog, EpochReseed, EpochTimer, LearningRates
 from visionlab.checkpointing import FiniteLossGuard
 from visionlab.errors import ConfigError
 from visionlab.loggers import EpochlessTensorBoardLogger
-from visionlab.runner import build_loggers, validate_config
+from visionlab.runner import build_loggers
+from visionlab.validation import validate_config
 
 #: a run of 3 optimiser steps (TINY_FINETUNE) without the test phase
 QUICK = ["trainer.max_epochs=1", "run_test=false"]

@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.conftest import TINY_FINETUNE, compose_config
 from tests.test_embed import TINY_EMBED
-from visionlab.runner import log_final_hparams, train
+from visionlab.hparams import log_final_hparams
+from visionlab.runner import train
 
 #: 2 epochs of a few batches each, so every curve has two points
 SHORT = ["trainer.max_epochs=2", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
@@ -185,7 +186,7 @@ def test_screenshot_script_writes_a_picture_per_dashboard(tmp_path: Path) -> Non
 def test_hparams_table_leaves_out_the_plumbing_keys(tmp_path: Path) -> None:
     """HPARAMS shows hyperparameters (model/arch, optimizer/lr), not class paths or table positions."""
     from tests.conftest import compose_config
-    from visionlab.runner import flatten_config
+    from visionlab.hparams import flatten_config
 
     flat = flatten_config(compose_config("train", ["task=embed", f"paths.run_dir={tmp_path}"]))
     assert flat["model/arch"] == "mnist_net" and "optimizer/lr" in flat

@@ -14,26 +14,23 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from tasks.base import TaskModule
+from tasks.base import plain
 from visionlab import sweep
-from visionlab.callbacks import build_callbacks, check_callbacks
+from visionlab.callbacks import build_callbacks
 from visionlab.checkpointing import AtomicCheckpointIO, load_task_checkpoint, read_task_checkpoint
 from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
 from visionlab.errors import ConfigError, DataError
 from visionlab.files import write_json
-from visionlab.keys import CONF_DIR, check_keys
+from visionlab.hparams import log_final_hparams
 from visionlab.loggers import build_loggers as build_logger_entries
-from visionlab.loggers import check_loggers
-from visionlab.optim import check_optimizer, check_scheduler
 from visionlab.report import write_run_report
 from visionlab.report.record import searchpath_overrides
-from visionlab.targets import resolve_class
+from visionlab.validation import check_ddp_in_multirun, compile_mode, task_classes, validate_config
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +65,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(cfg, build_callbacks(_plain(cfg.get("callbacks"))), loggers)
+    trainer = build_trainer(cfg, build_callbacks(plain(cfg.get("callbacks"))), loggers)
 
     resume_from = _resume_path(cfg)
     if resume_from is not None:
@@ -182,88 +179,6 @@ def _first_mismatch(message: str) -> str:
     return lines[0] if lines else ""
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Checks of the keys every task shares, before any data is loaded; the task's DataModule and
-    LightningModule check their own keys (data.*, model.*) when they are built."""
-
-    def integer(key: str, minimum: int) -> None:
-        value = OmegaConf.select(cfg, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
-
-    integer("stage", 1)
-    integer("trainer.max_epochs", 1)
-    integer("seed", 0)
-    dropout = OmegaConf.select(cfg, "model.dropout")
-    if dropout is not None and (
-        isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1
-    ):
-        raise ConfigError(f"model.dropout={dropout!r} must be in [0, 1)")
-    if cfg.get("monitor") is not None and cfg.monitor.get("mode") not in ("min", "max"):
-        raise ConfigError(f"monitor.mode={cfg.monitor.get('mode')!r} must be 'min' or 'max'")
-    if cfg.get("run_test") not in (None, True, False):
-        raise ConfigError(f"run_test={cfg.get('run_test')!r} must be true or false")
-    compile_mode(cfg.get("compile"))
-    if cfg.get("optimizer") is not None:
-        check_optimizer(_plain(cfg.optimizer))  # its _target_ is resolved here, built in training
-    check_scheduler(_plain(cfg.get("scheduler")))
-    check_callbacks(cfg.get("callbacks"))  # classes and keys checked here, objects built in the run
-    check_loggers(cfg.get("logger"))
-    module_cls, data_cls = task_classes(cfg)
-    check_keys(cfg, data_cls, _choice("model"), _conf_dirs())
-    module_cls.check_config(cfg)
-
-
-def task_classes(cfg: DictConfig) -> tuple[type[TaskModule], type[pl.LightningDataModule]]:
-    """The task's LightningModule and DataModule classes, named by its config's `lightning_module` and
-    `datamodule` (checked before any data work: a wrong path is one ConfigError line)."""
-    module_cls = resolve_class(
-        "lightning_module", cfg.get("lightning_module"), TaskModule, "tasks.finetune.FinetuneTask"
-    )
-    data_cls = resolve_class(
-        "datamodule", cfg.get("datamodule"), pl.LightningDataModule, "datamodules.folder.FolderDataModule"
-    )
-    if module_cls.task_name != cfg.get("task_name"):
-        raise ConfigError(
-            f"task_name={cfg.get('task_name')!r} but lightning_module={cfg.lightning_module} has "
-            f"task_name={module_cls.task_name!r}; they must be the same (checkpoints are checked by it)"
-        )
-    return module_cls, data_cls
-
-
-def _conf_dirs() -> tuple[Path, ...]:
-    """The config folders of the command line's search path (conf/ and any `hydra.searchpath` or
-    `--config-dir`), where the model options of a task of one's own are found."""
-    if not HydraConfig.initialized():
-        return (CONF_DIR,)
-    sources = HydraConfig.get().runtime.config_sources
-    found = [Path(str(s.path)) for s in sources if s.schema == "file" and s.path]
-    return tuple(dict.fromkeys([*found, CONF_DIR]))
-
-
-def _choice(group: str) -> str | None:
-    """The option of config group `group` on the command line's composition (None outside Hydra)."""
-    if not HydraConfig.initialized():
-        return None
-    choice = HydraConfig.get().runtime.choices.get(group)
-    return str(choice) if choice else None
-
-
-#: what `compile=` takes besides true/false: torch.compile's modes
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_mode(value: Any) -> str | None:
-    """The torch.compile mode of `compile=` (true = "default"; false/null = no compilation)."""
-    if value in (None, False):
-        return None
-    if value is True:
-        return "default"
-    if value not in COMPILE_MODES:
-        raise ConfigError(f"compile={value!r} must be true, false or one of {list(COMPILE_MODES)}")
-    return str(value)
-
-
 def apply_resume(cfg: DictConfig) -> None:
     """`resume=<run folder>`: continue that run in place from its checkpoints/last.ckpt.
     `resume=last` or `ckpt_path=last`: the same for the newest run of this task."""
@@ -317,25 +232,6 @@ def latest_run(cfg: DictConfig) -> Path:
     return found[-1].parent.parent
 
 
-def check_ddp_in_multirun(cfg: DictConfig) -> None:
-    """Refuse several devices per job inside a local multirun: Lightning's DDP launcher re-executes
-    the script per rank, which a local sweep launcher cannot host (see README, DDP and multirun)."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return
-    devices = cfg.trainer.get("devices", 1)
-    count = (
-        len(devices)
-        if not isinstance(devices, (int, str))
-        else (int(devices) if str(devices).isdigit() else 2)
-    )
-    launcher = str(HydraConfig.get().runtime.choices.get("hydra/launcher", "basic"))
-    if (count > 1 or int(cfg.trainer.get("num_nodes", 1)) > 1) and "submitit" not in launcher:
-        raise ConfigError(
-            f"trainer.devices={devices} inside a local multirun: run one device per job (trainer.devices=1), "
-            "or use hydra/launcher=submitit_slurm, where each job owns its devices"
-        )
-
-
 def prepare_run_dir(cfg: DictConfig) -> Path:
     """Create the run folder and write the resolved config into it."""
     run_dir = Path(cfg.paths.run_dir)
@@ -352,7 +248,7 @@ def datamodule_from_config(
     """The task's DataModule built from `cfg.data`, nothing read or generated yet. For evaluation,
     `trained_on` supplies the image size the checkpoint expects."""
     _, data_cls = task_classes(cfg)
-    kwargs = _plain(cfg.data)
+    kwargs = plain(cfg.data)
     if trained_on and "image_size" in trained_on and "image_size" in kwargs:
         kwargs["image_size"] = trained_on["image_size"]
     try:
@@ -382,12 +278,12 @@ def build_module(cfg: DictConfig, datamodule: pl.LightningDataModule) -> pl.Ligh
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:
     """One logger per non-null entry of `cfg.logger` (null = none), built from its `_target_`."""
-    return build_logger_entries(_plain(cfg.get("logger")))
+    return build_logger_entries(plain(cfg.get("logger")))
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] | bool) -> pl.Trainer:
     """A Trainer from `cfg.trainer`; an unknown key is a ConfigError naming it."""
-    kwargs = _plain(cfg.trainer)
+    kwargs = plain(cfg.trainer)
     if kwargs.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator=gpu but no CUDA device is visible; use trainer=cpu")
     torch.set_float32_matmul_precision("high")
@@ -404,83 +300,6 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] |
         raise ConfigError(f"trainer: {err}") from None
 
 
-#: the TensorBoard run (a subfolder of the run's tensorboard/) that holds the run's HPARAMS session
-HPARAMS_RUN = "hparams"
-
-
-def log_final_hparams(
-    loggers: list[Logger],
-    cfg: DictConfig,
-    metrics: dict[str, float],
-    headline: tuple[str, ...] = (),
-    step: int = 0,
-) -> None:
-    """The run's row in TensorBoard's HPARAMS tab: its config and summary metrics (see
-    `hparams_metrics`), written as a session of its own in `tensorboard/hparams/`."""
-    summary = hparams_metrics(cfg, metrics, headline)
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            write_hparams_session(Path(logger.log_dir) / HPARAMS_RUN, flatten_config(cfg), summary, step)
-
-
-def hparams_metrics(
-    cfg: DictConfig, metrics: dict[str, float], headline: tuple[str, ...]
-) -> dict[str, float]:
-    """The metrics HPARAMS compares runs on: the task's headline test metrics (of the best checkpoint)
-    and the monitored metric (its final value, which sweepers optimise, and its test value). Each is a
-    scalar TensorBoard also shows in SCALARS, so best/* and per-class values stay in metrics.json."""
-    monitor = str(cfg.get("monitor", {}).get("metric", ""))
-    keep = (*headline, monitor, monitor.replace("val/", "test/", 1))
-    return {k: metrics[k] for k in dict.fromkeys(keep) if k in metrics and math.isfinite(metrics[k])}
-
-
-def write_hparams_session(folder: Path, params: dict[str, Any], metrics: dict[str, float], step: int) -> None:
-    """One HPARAMS session in `folder`: the hparams, each metric as a scalar at `step`, the end mark.
-    No experiment summary: TensorBoard takes a logdir's columns from the first one it finds (one task's
-    columns for every run in a shared logdir); without one it gathers the hparams of every session and,
-    as metrics, the scalars in the session folders, which hold nothing but these summary values. A
-    resumed run replaces the session its earlier part wrote (TensorBoard would show that one's config)."""
-    # lazy for speed: tensorboard is imported only when the hparams session is written
-    from torch.utils.tensorboard import SummaryWriter
-    from torch.utils.tensorboard.summary import hparams
-
-    for earlier in folder.glob("events.out.tfevents.*"):
-        earlier.unlink()
-    _, start, end = hparams(params, metrics)
-    writer = SummaryWriter(str(folder))
-    try:
-        file_writer = writer._get_file_writer()
-        file_writer.add_summary(start)
-        for tag, value in metrics.items():
-            writer.add_scalar(tag, value, step)
-        file_writer.add_summary(end)
-    finally:
-        writer.close()
-
-
-#: top-level keys that are plumbing, not hyperparameters: left out of TensorBoard's HPARAMS table
-NOT_HPARAMS = ("paths", "hydra", "logger", "callbacks", "lightning_module", "datamodule", "task_order")
-
-
-def flatten_config(cfg: DictConfig) -> dict[str, Any]:
-    """`model/arch`-style keys with scalar values (lists as text) for the hparams table."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    tree = {k: v for k, v in tree.items() if k not in NOT_HPARAMS}
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(value, f"{prefix}/{key}" if prefix else str(key))
-        elif isinstance(node, (int, float, str, bool)):
-            flat[prefix] = node
-        else:
-            flat[prefix] = str(node)
-
-    walk(tree, "")
-    return flat
-
-
 def _resume_path(cfg: DictConfig) -> str | None:
     ckpt = cfg.get("ckpt_path")
     if ckpt is None:
@@ -490,7 +309,3 @@ def _resume_path(cfg: DictConfig) -> str | None:
             f"ckpt_path={ckpt} is not a file; give a checkpoint to resume from, e.g. <run>/checkpoints/last.ckpt"
         )
     return str(Path(str(ckpt)).expanduser())
-
-
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if node is not None else None
