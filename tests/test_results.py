@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks import results
-from benchmarks.results import Bar, evaluate_bar, main, plan_jobs, split_overrides
+from benchmarks.results import main
+from benchmarks.results_plan import plan_jobs, split_overrides
+from benchmarks.results_spec import Bar, evaluate_bar
 
 #: every job: the CPU trainer, one epoch, no progress bar; the CSV logger (no TensorBoard figures) to
 #: keep the jobs short
