@@ -3,7 +3,6 @@ per-task overrides), the device and torch flags of a config, and the machine a n
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import platform
@@ -17,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from benchmarks.machine import cpu_model
 from visionlab.keys import tasks_available
 
 #: every task of the framework (one per conf/task/*.yaml), in the order the tables list them
@@ -99,13 +99,7 @@ def device_name(device: torch.device) -> str:
     """`NVIDIA H100 80GB HBM3`, or the CPU model and core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{model} ({os.cpu_count()} cores)"
+    return f"{cpu_model()} ({os.cpu_count()} cores)"
 
 
 def peak_rss_mib() -> float | None:

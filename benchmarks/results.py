@@ -44,6 +44,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import git_state
 from benchmarks.results_plan import (
     UsageError,
     display_command,
@@ -55,7 +56,7 @@ from benchmarks.results_plan import (
     split_overrides,
     steps,
 )
-from benchmarks.results_report import compact_table, git_state, machine_info, markdown, versions
+from benchmarks.results_report import compact_table, machine_info, markdown, versions
 from benchmarks.results_spec import (
     BARS,
     EXPERIMENT_DIR,

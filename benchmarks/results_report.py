@@ -3,27 +3,22 @@ jobs, machine) and the machine, versions and git state that results.json records
 
 from __future__ import annotations
 
-import importlib.metadata
 import math
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results_spec import REPO, TaskResult, key_label
+from benchmarks.machine import cpu_model, package_versions
+from benchmarks.results_spec import TaskResult, key_label
+
+#: the libraries whose versions results.json records
+VERSIONED = ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics")
 
 
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, torch threads, accelerator, memory, OS."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     memory_gb = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -51,26 +46,8 @@ def machine_info() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "lightning", "hydra-core", "torchmetrics"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    """Python and the libraries a result depends on."""
+    return {"python": platform.python_version(), **package_versions(VERSIONED)}
 
 
 # ---- output ----------------------------------------------------------------------------------------------

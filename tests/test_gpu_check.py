@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu_check
+from benchmarks import gpu_check, gpu_check_md
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
@@ -194,7 +194,7 @@ def test_report_judges_every_row_against_its_target(tmp_path: Path) -> None:
     assert recipes["embed"]["value"] == 0.97 and recipes["pose"]["result"] == "missing"
 
     md = (out / "gpu_check.md").read_text()
-    for title in gpu_check.SECTION_TITLES.values():
+    for title in gpu_check_md.SECTION_TITLES.values():
         assert f"## {title}" in md
     assert "dry run" not in md.lower()
     assert "Speedup sequential / packed: 4.00x (target >= 3x): **pass**" in md
@@ -263,6 +263,6 @@ def test_dry_run_runs_every_step_and_writes_every_section(tmp_path: Path) -> Non
     assert [r["completed"] for r in doc["embed_sweep"]["rows"]] == [2, 2]
     assert all(r["value"] is not None and r["result"] == "dry run" for r in doc["recipes"]["rows"])
     md = (out / "gpu_check.md").read_text()
-    for title in gpu_check.SECTION_TITLES.values():
+    for title in gpu_check_md.SECTION_TITLES.values():
         assert f"## {title}" in md
     assert md.count("dry run") >= 20
