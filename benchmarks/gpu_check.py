@@ -15,102 +15,35 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
-import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from benchmarks.gpu_check_md import markdown
+from benchmarks.gpu_check_report import build_report, record_step
+from benchmarks.gpu_check_spec import (
+    COMPILE_TASK,
+    DRY,
+    DRY_COMMON,
+    DRY_EXPERIMENT,
+    DRY_SWEEP,
+    DRY_SWEEP_JOBS,
+    DRY_TOTAL_BUDGET_S,
+    RECIPE_EPOCHS,
+    REFERENCE,
+    REPO,
+    SWEEP,
+    SWEEP_JOBS,
+    TASKS,
+    TOTAL_BUDGET_S,
+    Step,
+)
 from benchmarks.machine import cpu_model, git_state, package_versions
-from visionlab.keys import tasks_available
-
-REPO = Path(__file__).resolve().parents[1]
-#: every task (one per conf/task/*.yaml), in the order the tables list them
-TASKS = tuple(tasks_available())
-#: the whole check must fit in this many seconds on an H200 (the shell enforces it)
-TOTAL_BUDGET_S = 480
-DRY_TOTAL_BUDGET_S = 1800
-
-#: the reference recipes (paper input sizes) per task, as in benchmarks/README.md (a task without one
-#: is measured at its defaults only)
-REFERENCE = {
-    "finetune": "finetune_alexnet",
-    "pose": "pose_augmented",
-    "defect": "defect_ae",
-    "segment": "segment_fcn_baseline",
-    "embed": "embed_mnist",
-}
-#: the task whose compile=true is measured against eager (at its GPU defaults)
-COMPILE_TASK = "pose"
-#: the metric each recipe row reports (the first bar of benchmarks/results.py per task)
-HEADLINE = {
-    "finetune": "test/acc",
-    "pose": "test/pcp/mean",
-    "defect": "test/image_auroc",
-    "segment": "test/miou",
-    "embed": "test/acc",
-}
-#: pipeline efficiency (b/a) targets; every other task gets DEFAULT_EFFICIENCY
-EFFICIENCY_TARGET = {"pose": 0.9, "defect": 0.9}
-DEFAULT_EFFICIENCY = 0.8
-OVERHEAD_TARGET = 0.97
-SWEEP_SPEEDUP_TARGET = 3.0
-
-#: the GPU sweep: 4 batch sizes x 2 dropouts = 8 embed jobs of one epoch
-SWEEP = ["data.batch_size=64,128,256,512", "model.dropout=0.1,0.5", "trainer.max_epochs=1"]
-SWEEP_JOBS = 8
-DRY_SWEEP = ["data.batch_size=16,32", "model.dropout=0.5", "trainer.max_epochs=1"]
-DRY_SWEEP_JOBS = 2
-RECIPE_EPOCHS = 2
-
-#: tiny settings per task for --dry-run (the same sizes as the tests use; none for a task not listed)
-DRY: dict[str, list[str]] = {
-    "finetune": ["data.image_size=32", "data.synthetic.image_size=32",
-                 "data.synthetic.per_class={train: 6, val: 3, test: 3}", "data.batch_size=8"],
-    "pose": ["data.image_size=64", "model.width=0.125", "data.synthetic.num_images=48",
-             "data.train_count=24", "data.val_fraction=0.25", "data.batch_size=8"],
-    "defect": ["data.synthetic={num_train: 20, num_test_good: 4, num_test_per_defect: 4, size: 64, seed: 0}",
-               "data.val_fraction=0.2", "model.input_size=32", "model.channels=[8,16,32]",
-               "model.bottleneck=16", "data.batch_size=8"],
-    "segment": ["data.synthetic={num_images: 24, size: 64, seed: 0, val_fraction: 0.25}", "data.image_size=32",
-                "data.batch_size=6", "model.encoder_stages=4", "model.decoder_channels=[32,16,16,8,8]"],
-    "embed": ["data.synthetic={num_train: 400, num_test: 100, seed: 0}",
-              "projector.digits=20"],
-}  # fmt: skip
-#: extra tiny settings of an experiment in --dry-run (AlexNet needs at least 63 px; the kornia recipe's
-#: loader only slices cached images, so its 4 workers are left out on the CPU)
-DRY_EXPERIMENT: dict[str, list[str]] = {
-    "finetune_alexnet": ["data.image_size=64"],
-    "pose_augmented_gpu": ["data.num_workers=0"],
-}
-#: what every dry-run job adds: one worker at most (the test machine has 1-2 cores)
-DRY_COMMON = ["data.num_workers=0"]
-
-
-@dataclass
-class Step:
-    """One command of the check: its name, the report section it feeds, its time budget on the GPU
-    machine (the shell's `timeout`), the argv and extra environment."""
-
-    name: str
-    section: str
-    budget_s: int
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    #: what the step writes, removed before it runs (so an earlier run's files never pass for its own)
-    clean: list[str] = field(default_factory=list)
-
-    def shell(self) -> str:
-        """The step as one shell command line (its outputs removed first, environment first)."""
-        env = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
-        command = " ".join([*(["env", *env] if env else []), shlex.join(self.argv)])
-        return f"rm -rf -- {' '.join(map(shlex.quote, self.clean))} && {command}" if self.clean else command
 
 
 # ---- the plan ---------------------------------------------------------------------------------------------
@@ -243,183 +176,6 @@ def generate_data(work: Path, dry_run: bool) -> int:
             resolve_symbol_folders(OmegaConf.to_container(cfg.symbols, resolve=True), cfg.paths.data_dir)  # type: ignore[arg-type]
         print(f"data: {' '.join(overrides[:2])} ready in {time.perf_counter() - started:.1f} s", flush=True)
     return 0
-
-
-# ---- the report -------------------------------------------------------------------------------------------
-def load_json(path: Path) -> dict[str, Any]:
-    """The JSON document at `path`, or {} when it is absent or unreadable (a step that did not finish)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def judge(value: float | None, target: float, dry_run: bool) -> str:
-    """pass / fail against `target` (higher is better); `dry run` in a dry run; `missing` without a value."""
-    if dry_run:
-        return "dry run"
-    if value is None or not math.isfinite(value):
-        return "missing"
-    return "pass" if value >= target else "fail"
-
-
-def throughput_rows(doc: dict[str, Any], dry_run: bool, judged: bool = True) -> list[dict[str, Any]]:
-    """One row per task of a `benchmarks.throughput` JSON, with the targets and results of both ratios."""
-    rows = []
-    for task, r in doc.get("tasks", {}).items():
-        row = {"task": task, "skipped": r.get("skipped")}
-        if r.get("skipped") is None:
-            row.update(
-                {
-                    k: r.get(k)
-                    for k in ("model", "batch_size", "precision", "num_workers", "bound", "real", "loop")
-                }
-            )
-            row["input"] = "x".join(map(str, r.get("input_shape", [])))
-            row["augment"] = (
-                "+".join(w for w, on in (("cpu", r.get("augment")), ("gpu", r.get("gpu_augment"))) if on)
-                or "no"
-            )
-            row["b_a"], row["b_c"] = r.get("pipeline_efficiency"), r.get("framework_overhead")
-        if judged:
-            row["b_a_target"] = EFFICIENCY_TARGET.get(task, DEFAULT_EFFICIENCY)
-            row["b_c_target"] = OVERHEAD_TARGET
-            row["b_a_result"] = judge(row.get("b_a"), row["b_a_target"], dry_run)
-            row["b_c_result"] = judge(row.get("b_c"), row["b_c_target"], dry_run)
-        rows.append(row)
-    return rows
-
-
-def throughput_section(out: Path, name: str, dry_run: bool) -> dict[str, Any]:
-    """A throughput step's rows and the device/command it ran on."""
-    doc = load_json(out / "steps" / f"{name}.json")
-    return {"command": doc.get("command"), "device": doc.get("device"), "rows": throughput_rows(doc, dry_run)}
-
-
-def pose_augmentation_section(out: Path, dry_run: bool) -> dict[str, Any]:
-    """Albumentations in workers (the reference pose row) against kornia on the device, eager against
-    compiled pose, and the augmentation alone."""
-    workers = _task_row(out / "steps" / "throughput_reference.json", "pose")
-    kornia = _task_row(out / "steps" / "pose_gpu_augment.json", "pose")
-    eager = _task_row(out / "steps" / "throughput_default.json", COMPILE_TASK)
-    compiled = _task_row(out / "steps" / "compile.json", COMPILE_TASK)
-    rows = [
-        {"what": "Albumentations in workers (`experiment=pose_augmented`)", **_rates(workers)},
-        {"what": "kornia on the GPU (`experiment=pose_augmented_gpu`)", **_rates(kornia)},
-        {"what": f"{COMPILE_TASK} eager (GPU defaults)", **_rates(eager)},
-        {"what": f"{COMPILE_TASK} `compile=true` (GPU defaults)", **_rates(compiled)},
-    ]
-    gains = {
-        "gpu_augment_speedup": _ratio(kornia.get("real"), workers.get("real")),
-        "compile_speedup_real": _ratio(compiled.get("real"), eager.get("real")),
-        "compile_speedup_bound": _ratio(compiled.get("bound"), eager.get("bound")),
-    }
-    alone = load_json(out / "steps" / "augment_alone.json").get("rows", [])
-    return {"rows": rows, **gains, "augment_alone": alone, "dry_run": dry_run}
-
-
-def _task_row(path: Path, task: str) -> dict[str, Any]:
-    return load_json(path).get("tasks", {}).get(task, {})
-
-
-def _rates(r: dict[str, Any]) -> dict[str, Any]:
-    keys = ("bound", "real", "loop", "pipeline_efficiency", "framework_overhead", "skipped")
-    return {k: r.get(k) for k in keys}
-
-
-def _ratio(a: Any, b: Any) -> float | None:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0 and math.isfinite(a / b):
-        return a / b
-    return None
-
-
-def sweep_jobs(sweep_dir: Path) -> dict[str, Any]:
-    """Jobs of a finished (or killed) sweep folder: how many, how many completed, their mean wall time."""
-    records = [load_json(p) for p in sorted(sweep_dir.glob("*/job.json"))]
-    walls = [r["wall_s"] for r in records if isinstance(r.get("wall_s"), (int, float))]
-    return {
-        "jobs": len(records),
-        "completed": sum(r.get("status") == "completed" for r in records),
-        "mean_job_wall_s": sum(walls) / len(walls) if walls else None,
-        "errors": sorted({r["error"] for r in records if r.get("error")})[:3],
-    }
-
-
-def embed_sweep_section(steps: dict[str, Any], work: Path | None, dry_run: bool) -> dict[str, Any]:
-    """Wall times of the two sweeps (the whole command, as a user waits for it) and the speedup."""
-    expected = DRY_SWEEP_JOBS if dry_run else SWEEP_JOBS
-    rows = []
-    for name in ("sweep_sequential", "sweep_packed"):
-        step = steps.get(name, {})
-        jobs = sweep_jobs(work / "sweep" / name) if work else {}
-        ok = step.get("status") == "ok" and jobs.get("completed") == expected
-        rows.append({"run": name.removeprefix("sweep_"), "wall_s": step.get("wall_s") if ok else None,
-                     "status": step.get("status", "not run"), "expected_jobs": expected, **jobs})  # fmt: skip
-    speedup = _ratio(rows[0]["wall_s"], rows[1]["wall_s"])
-    return {"sweep": DRY_SWEEP if dry_run else SWEEP, "trainer": "cpu" if dry_run else "gpu", "rows": rows, "speedup": speedup, "target": SWEEP_SPEEDUP_TARGET,
-            "result": judge(speedup, SWEEP_SPEEDUP_TARGET, dry_run)}  # fmt: skip
-
-
-def recipes_section(steps: dict[str, Any], work: Path | None, dry_run: bool) -> dict[str, Any]:
-    """Wall time (the whole `python train.py` command) and the headline metric of each recipe run."""
-    rows = []
-    for task in TASKS:
-        step = steps.get(f"recipe_{task}", {})
-        ok = step.get("status") == "ok"  # a failed step's folder may hold an older run
-        metrics = load_json(work / "runs" / task / "metrics.json") if work is not None and ok else {}
-        rows.append({
-            "task": task, "status": step.get("status", "not run"), "wall_s": step.get("wall_s"),
-            "train_s": metrics.get("time/train_s"), "metric": HEADLINE.get(task), "value": metrics.get(HEADLINE.get(task, "")),
-            "result": "dry run" if dry_run else ("measured" if metrics else "missing"),
-        })  # fmt: skip
-    return {"epochs": 1 if dry_run else RECIPE_EPOCHS, "trainer": "cpu" if dry_run else "gpu", "rows": rows}
-
-
-def record_step(
-    out: Path, name: str, rc: int, wall: float, limit: int | None, budget: int | None, command: str | None
-) -> None:
-    """Add one finished step to `OUT/steps.json` (ok, failed, timeout or skipped), with the time limit
-    it ran under (its budget, or less when less of the total was left)."""
-    path = out / "steps.json"
-    steps = load_json(path)
-    status = {0: "ok", 124: "timeout", 137: "timeout", -1: "skipped: no time left"}.get(rc, "failed")
-    log = out / "logs" / f"{name}.log"
-    steps[name] = {"status": status, "rc": rc, "wall_s": round(wall, 1), "limit_s": limit, "budget_s": budget,
-                   "log": str(log.relative_to(out)), "error": error_line(log) if status == "failed" else None,
-                   "command": command}  # fmt: skip
-    path.write_text(json.dumps(steps, indent=2))
-
-
-def error_line(log: Path) -> str | None:
-    """The last line of a failed step's log that looks like an error (or its last line)."""
-    try:
-        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return None
-    for line in reversed(lines):
-        if "Error" in line or line.startswith("error") or "error:" in line:
-            return line[:300]
-    return lines[-1][:300] if lines else None
-
-
-def build_report(out: Path) -> dict[str, Any]:
-    """The whole gpu_check.json document from what the steps have written so far."""
-    meta = load_json(out / "meta.json")
-    dry_run = bool(meta.get("dry_run"))
-    work = Path(meta["work"]) if meta.get("work") else None
-    steps = load_json(out / "steps.json")
-    return {
-        **meta,
-        "targets": {"pipeline_efficiency": {**EFFICIENCY_TARGET, "others": DEFAULT_EFFICIENCY},
-                    "framework_overhead": OVERHEAD_TARGET, "packed_sweep_speedup": SWEEP_SPEEDUP_TARGET},
-        "wall_s": round(sum(s.get("wall_s") or 0 for s in steps.values()), 1),
-        "steps": steps,
-        "throughput_default": throughput_section(out, "throughput_default", dry_run),
-        "throughput_reference": throughput_section(out, "throughput_reference", dry_run),
-        "pose_augmentation": pose_augmentation_section(out, dry_run),
-        "embed_sweep": embed_sweep_section(steps, work, dry_run),
-        "recipes": recipes_section(steps, work, dry_run),
-    }  # fmt: skip
 
 
 def write_report(out: Path) -> dict[str, Any]:
