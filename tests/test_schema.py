@@ -16,6 +16,7 @@ from datamodules.mnist import MNISTDataModule
 from datamodules.settings import DataSettings
 from tasks.base import TaskModule, freeze_schedule
 from tasks.defect.settings import DEFAULT_SETTINGS, DefectMetrics
+from tasks.embed.net import TransferSettings
 from tasks.embed.symbols import check_symbols
 from tasks.pose.model import PoseModel
 from tests.conftest import compose_config
@@ -90,6 +91,7 @@ def test_defaults_live_in_the_schema(tmp_path) -> None:
         (lambda d: PoseModel.parse({"arch": "hrnet"}), "model.arch='hrnet' is not a pose model; expected 'deeppose'"),
         (lambda d: DefectMetrics.parse({"bins": 3}), "metrics.bins is not a key of defect's metrics; did you mean metrics.num_bins?"),
         (lambda d: check_symbols({"kk": 5}), "symbols.kk is not a key of embed's symbols; did you mean symbols.k?"),
+        (lambda d: TransferSettings.parse({"fromckpt": "x"}), "transfer.fromckpt is not a key of embed's transfer; did you mean transfer.from_ckpt?"),
     ],
 )  # fmt: skip
 def test_a_wrong_setting_is_one_line_naming_it(tmp_path, build, message: str) -> None:

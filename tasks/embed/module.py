@@ -32,7 +32,15 @@ from tasks.embed.figures import (
     filter_response_figure,
     ssd_table_figure,
 )
-from tasks.embed.net import TASK_NAME, Embedder, EmbedModel, build_net, digit_weights
+from tasks.embed.net import (
+    TASK_NAME,
+    Embedder,
+    EmbedModel,
+    ProjectorSettings,
+    TransferSettings,
+    build_net,
+    digit_weights,
+)
 from tasks.embed.symbols import (
     DEFAULT_K,
     SymbolReport,
@@ -113,16 +121,18 @@ class EmbedTask(ClassifierTask):
         Greek set is only checked here; it is generated when the module is built)."""
         super().check_config(cfg)
         check_symbols(plain(cfg.get("symbols")), folders=True)
+        TransferSettings.parse(plain(cfg.get("transfer")))
+        ProjectorSettings.parse(plain(cfg.get("projector")))
 
     @classmethod
     def from_config(cls, cfg: Any, data_info: dict[str, Any]) -> EmbedTask:
-        projector = plain(cfg.get("projector")) or {}
         symbols = resolve_symbols(plain(cfg.get("symbols")), cfg)
+        transfer = TransferSettings.parse(plain(cfg.get("transfer")))
         return cls(
             **module_kwargs(cfg, data_info),
             symbols=symbols,
-            transfer={"from_ckpt": (plain(cfg.get("transfer")) or {}).get("from_ckpt")},
-            projector_digits=int(projector.get("digits", 500)),
+            transfer={"from_ckpt": transfer.from_ckpt},
+            projector_digits=ProjectorSettings.parse(plain(cfg.get("projector"))).digits,
         )
 
     def configure_evaluation(self, cfg: Any) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 from torch import nn
 
 from datamodules.mnist import symbol_transform_from_config
@@ -15,7 +15,7 @@ from datamodules.symbols import MNIST_MEAN, MNIST_STD, SymbolSet, load_symbols
 from tasks.nets.mnist import ConvNet, MnistNet
 from visionlab.checkpointing import read_task_checkpoint
 from visionlab.errors import ConfigError
-from visionlab.schema import ModelSettings
+from visionlab.schema import ModelSettings, Settings
 
 #: the task name its checkpoints carry (`EmbedTask.task_name`)
 TASK_NAME = "embed"
@@ -29,6 +29,25 @@ class EmbedModel(ModelSettings):
     task_label: ClassVar[str] = "embed"
     #: dropout before the last layers; null = none
     dropout: float | None = Field(None, ge=0.0, lt=1.0, description="in [0, 1)")
+
+
+class TransferSettings(Settings):
+    """`transfer:` of embed: the digit checkpoint whose last layer is replaced, and the symbol folders
+    the new layer trains and is tested on (null = no transfer step)."""
+
+    group: ClassVar[str] = "transfer"
+    owner: ClassVar[str] = "embed's transfer"
+    from_ckpt: str | None = Field(None, description="a checkpoint path or null")
+    train: str | None = Field(None, description="a class-per-folder path or null")
+    test: str | None = Field(None, description="a class-per-folder path or null")
+
+
+class ProjectorSettings(Settings):
+    """`projector:` of embed: how many validation digits TensorBoard's projector shows (plus all symbols)."""
+
+    group: ClassVar[str] = "projector"
+    owner: ClassVar[str] = "embed's projector"
+    digits: NonNegativeInt = Field(500, description="an integer >= 0")
 
 
 def build_net(model: dict[str, Any], num_classes: int) -> MnistNet | ConvNet:
