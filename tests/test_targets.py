@@ -18,6 +18,7 @@ from visionlab.callbacks import EpochLog, EpochReseed, EpochTimer, LearningRates
 from visionlab.checkpointing import FiniteLossGuard
 from visionlab.errors import ConfigError
 from visionlab.loggers import EpochlessTensorBoardLogger
+from visionlab.progress import SteadyProgressBar
 from visionlab.runner import build_loggers
 from visionlab.validation import validate_config
 
@@ -45,6 +46,7 @@ def test_the_default_callbacks_and_loggers_are_built_from_their_targets(tmp_path
         FiniteLossGuard,
         EpochReseed,
         EpochLog,
+        SteadyProgressBar,
     ]
     (logger,) = build_loggers(compose_config("train", [f"paths.run_dir={tmp_path}"]))
     assert type(logger) is EpochlessTensorBoardLogger and Path(logger.log_dir) == tmp_path / "tensorboard"

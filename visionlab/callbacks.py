@@ -10,10 +10,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 
 from visionlab.cli import log_to_files
-from visionlab.targets import build_entries, check_entries
+from visionlab.targets import build_entries, check_entries, resolve_class
 
 
 class EpochTimer(Callback):
@@ -106,6 +106,23 @@ def check_callbacks(specs: Mapping[str, Any] | None) -> None:
     check_entries("callbacks", specs, Callback, EXAMPLE)
 
 
-def build_callbacks(specs: Mapping[str, Any] | None) -> list[Callback]:
-    """One callback per non-null entry of `callbacks` (resolved values), built from its `_target_`."""
+def build_callbacks(specs: Mapping[str, Any] | None, progress_bar: bool = True) -> list[Callback]:
+    """One callback per non-null entry of `callbacks` (resolved values), built from its `_target_`;
+    without `progress_bar` (trainer.enable_progress_bar=false) a progress-bar entry is left out unbuilt,
+    since Lightning refuses a bar callback then (and Rich's bar needs its package installed)."""
+    if not progress_bar and specs:
+        specs = {name: entry for name, entry in specs.items() if not _is_progress_bar(name, entry)}
     return build_entries("callbacks", specs, Callback, EXAMPLE)
+
+
+def shows_progress_bar(cfg: Any) -> bool:
+    """Whether the run shows a progress bar (`trainer.enable_progress_bar`, Lightning's default true)."""
+    return bool(cfg.trainer.get("enable_progress_bar", True))
+
+
+def _is_progress_bar(name: str, entry: Any) -> bool:
+    if not isinstance(entry, Mapping) or "_target_" not in entry:
+        return False
+    return issubclass(
+        resolve_class(f"callbacks.{name}._target_", entry["_target_"], Callback, EXAMPLE), ProgressBar
+    )
