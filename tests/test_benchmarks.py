@@ -42,12 +42,15 @@ def test_throughput_measures_bound_real_and_loop(data_dir: Path) -> None:
     assert {k: len(v) for k, v in result.repeats.items()} == {"bound": 2, "real": 2, "loop": 2}
     assert math.isclose(result.pipeline_efficiency, result.real / result.bound)
     assert math.isclose(result.framework_overhead, result.real / result.loop)
+    pairs = [r / c for r, c in zip(result.repeats["real"], result.repeats["loop"], strict=True)]
+    assert result.paired_overheads == pairs  # each repeat's real over the loop run right after it
 
     doc = json.loads(json.dumps(report([result], settings, "python -m benchmarks.throughput")))
     assert {"device", "torch", "lightning", "date", "command", "settings"} <= set(doc)
     assert doc["peak_rss_mib"] is None or doc["peak_rss_mib"] > 100  # the whole process, in MiB
     task = doc["tasks"]["embed"]
     assert task["pipeline_efficiency"] > 0 and task["framework_overhead"] > 0
+    assert task["paired_overheads"] == pytest.approx(pairs)
     assert "| embed | mnist_net | 1x28x28 | 16 |" in markdown_table([result])
 
 
