@@ -155,10 +155,14 @@ def measure_task(task: str, settings: Settings, log: Callable[[str], None] = pri
         )
         for repeat in range(settings.repeats):
             result.repeats["bound"].append(time_bound(step, resident, settings, device))
-            result.repeats["real"].append(time_trainer(cfg, datamodule, settings, repeat))
-            loader = datamodule.train_dataloader()  # one loader per repeat, as one per fit in (b)
-            result.repeats["loop"].append(time_loop(step, datamodule, loader, settings, device))
-            del loader  # ends its persistent workers before the next measurement
+            # real and loop swap places every repeat, so neither always runs right after the other
+            for kind in ("real", "loop") if repeat % 2 == 0 else ("loop", "real"):
+                if kind == "real":
+                    result.repeats["real"].append(time_trainer(cfg, datamodule, settings, repeat))
+                    continue
+                loader = datamodule.train_dataloader()  # one loader per repeat, as one per fit in (b)
+                result.repeats["loop"].append(time_loop(step, datamodule, loader, settings, device))
+                del loader  # ends its persistent workers before the next measurement
             log(
                 f"{task} repeat {repeat + 1}/{settings.repeats}: "
                 + ", ".join(f"{k} {v[-1]:,.1f} img/s" for k, v in result.repeats.items())

@@ -167,7 +167,7 @@ def test_the_trainer_applies_gpu_augment_to_training_batches_only(make_cfg, monk
     raw = next(iter(reference.train_dataloader()))[0]
     raw_val = next(iter(reference.val_dataloader()))[0]
     seen = _FirstBatch()
-    monkeypatch.setattr(runner, "build_callbacks", lambda _cfg: [seen])
+    monkeypatch.setattr(runner, "build_callbacks", lambda _specs, _progress_bar=True: [seen])
     train(cfg)
     assert seen.images is not None
     assert torch.equal(seen.images, 255 - raw)  # the same first batch, inverted on the device
