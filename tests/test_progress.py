@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
+import torch
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import compose_config
 from visionlab import progress
@@ -39,3 +42,41 @@ def test_a_rate_that_is_not_positive_is_one_line_naming_the_key(tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match=r"callbacks.progress_bar.updates_per_second=0 must be a positive"):
         build_callbacks(OmegaConf.to_container(cfg.callbacks, resolve=True))
+
+
+class _Tiny(pl.LightningModule):
+    """Seven training batches of a linear layer, enough to drive the bar."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(torch.randn(14, 2)), batch_size=2)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_a_fit_within_one_interval_updates_the_bar_on_its_first_and_last_batch(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(progress.time, "monotonic", lambda: 5.0)  # every batch within the first 0.1 s
+    bar = SteadyProgressBar(updates_per_second=10)
+    shown: list[int] = []
+    update = bar._update
+    monkeypatch.setattr(
+        bar, "_update", lambda task, current, *a, **k: (shown.append(current), update(task, current, *a, **k))
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        callbacks=[bar],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    trainer.fit(_Tiny())
+    assert shown == [1, 7]  # the first batch, then the finished bar, exact

@@ -42,7 +42,8 @@ class SteadyProgressBar(RichProgressBar):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.train_progress_bar_id is None or self._due(batch_idx, self.total_train_batches):
+        # the epoch's own length: Lightning's total_train_batches shrinks with the steps left under max_steps
+        if self.train_progress_bar_id is None or self._due(batch_idx, trainer.num_training_batches):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_validation_batch_end(
