@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import os
 import platform
@@ -58,12 +57,6 @@ def task_overrides(task: str, dry_run: bool, experiment: str | None = None) -> l
     return [*DRY.get(task, []), *DRY_EXPERIMENT.get(experiment, [])]
 
 
-def bar_overrides() -> list[str]:
-    """`callbacks.progress_bar=null` where `rich` is not installed (a bare GPU machine): the runs then
-    get Lightning's own default bar instead of failing on the Rich one."""
-    return [] if importlib.util.find_spec("rich") is not None else ["callbacks.progress_bar=null"]
-
-
 def throughput_step(
     name: str, section: str, budget: int, out: Path, work: Path, dry_run: bool,
     tasks: Sequence[str] = TASKS, experiments: dict[str, str] | None = None, extra: Sequence[str] = (),
@@ -72,7 +65,7 @@ def throughput_step(
     """A `python -m benchmarks.throughput` step over `tasks` (each at `experiments[task]` when given)."""
     timing = ["--steps", "2", "--warmup", "1", "--repeats", "1"] if dry_run else [
         "--steps", "50", "--warmup", "10", "--repeats", str(repeats)]  # fmt: skip
-    overrides: list[str] = [f"paths.data_dir={work / 'data'}", *bar_overrides(), *extra]
+    overrides: list[str] = [f"paths.data_dir={work / 'data'}", *extra]
     for task in tasks:
         experiment = (experiments or {}).get(task)
         if experiment:

@@ -158,11 +158,10 @@ def measure_task(task: str, settings: Settings, log: Callable[[str], None] = pri
             # real and loop swap places every repeat, so neither always runs right after the other
             for kind in ("real", "loop") if repeat % 2 == 0 else ("loop", "real"):
                 if kind == "real":
-                    result.repeats["real"].append(time_trainer(cfg, datamodule, settings, repeat))
-                    continue
-                loader = datamodule.train_dataloader()  # one loader per repeat, as one per fit in (b)
-                result.repeats["loop"].append(time_loop(step, datamodule, loader, settings, device))
-                del loader  # ends its persistent workers before the next measurement
+                    rate = time_trainer(cfg, datamodule, settings, repeat)
+                else:  # a loader of its own per repeat, as one per fit in (b); its workers end with the call
+                    rate = time_loop(step, datamodule, datamodule.train_dataloader(), settings, device)
+                result.repeats[kind].append(rate)
             log(
                 f"{task} repeat {repeat + 1}/{settings.repeats}: "
                 + ", ".join(f"{k} {v[-1]:,.1f} img/s" for k, v in result.repeats.items())

@@ -17,8 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from benchmarks.common import device_of
 from datamodules.contract import gpu_augmented
-from tasks.base import plain
-from visionlab.callbacks import build_callbacks, shows_progress_bar
+from visionlab.callbacks import run_callbacks
 from visionlab.runner import build_loggers, build_module, build_trainer
 
 
@@ -187,7 +186,7 @@ def time_trainer(
         cfg.trainer.num_sanity_val_steps = 0
     clock = StepClock(device_of(cfg), settings.warmup, settings.steps)
     module = build_module(cfg, datamodule)
-    callbacks = [*build_callbacks(plain(cfg.get("callbacks")), shows_progress_bar(cfg)), ClockCallback(clock)]
+    callbacks = [*run_callbacks(cfg), ClockCallback(clock)]
     trainer = build_trainer(cfg, callbacks, build_loggers(cfg))
     trainer.fit(module, datamodule=datamodule)
     return clock.images_per_second

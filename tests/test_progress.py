@@ -3,6 +3,7 @@ with trainer.enable_progress_bar=false, and a bad rate refused by its key."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import compose_config
 from visionlab import progress
-from visionlab.callbacks import build_callbacks, shows_progress_bar
+from visionlab.callbacks import build_callbacks, run_callbacks
 from visionlab.errors import ConfigError
 from visionlab.progress import SteadyProgressBar
 
@@ -31,9 +32,20 @@ def test_the_bar_updates_at_most_at_its_rate_and_always_on_the_last_batch(monkey
 def test_the_bar_is_left_out_unbuilt_without_the_progress_bar(tmp_path: Path) -> None:
     cfg = compose_config("train", [f"paths.run_dir={tmp_path}", "trainer.enable_progress_bar=false"])
     specs = OmegaConf.to_container(cfg.callbacks, resolve=True)
-    assert not shows_progress_bar(cfg)
-    assert not any(isinstance(c, ProgressBar) for c in build_callbacks(specs, shows_progress_bar(cfg)))
+    assert not any(isinstance(c, ProgressBar) for c in run_callbacks(cfg))
     assert any(isinstance(c, SteadyProgressBar) for c in build_callbacks(specs))
+
+
+def test_without_rich_the_rich_bar_gives_way_to_lightnings_default(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "rich" else real_find_spec(name, *a)
+    )
+    cfg = compose_config("train", [f"paths.run_dir={tmp_path}"])
+    assert not any(isinstance(c, ProgressBar) for c in run_callbacks(cfg))
+    assert "callbacks.progress_bar: rich is not installed" in caplog.text
 
 
 def test_a_rate_that_is_not_positive_is_one_line_naming_the_key(tmp_path: Path) -> None:

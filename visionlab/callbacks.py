@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import time
 from collections.abc import Mapping
@@ -10,10 +11,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar, RichProgressBar
 
+from tasks.base import plain
 from visionlab.cli import log_to_files
 from visionlab.targets import build_entries, check_entries, resolve_class
+
+log = logging.getLogger(__name__)
 
 
 class EpochTimer(Callback):
@@ -107,22 +111,28 @@ def check_callbacks(specs: Mapping[str, Any] | None) -> None:
 
 
 def build_callbacks(specs: Mapping[str, Any] | None, progress_bar: bool = True) -> list[Callback]:
-    """One callback per non-null entry of `callbacks` (resolved values), built from its `_target_`;
-    without `progress_bar` (trainer.enable_progress_bar=false) a progress-bar entry is left out unbuilt,
-    since Lightning refuses a bar callback then (and Rich's bar needs its package installed)."""
-    if not progress_bar and specs:
-        specs = {name: entry for name, entry in specs.items() if not _is_progress_bar(name, entry)}
-    return build_entries("callbacks", specs, Callback, EXAMPLE)
+    """One callback per non-null entry of `callbacks` (resolved values), built from its `_target_`.
+    A progress-bar entry is left out unbuilt without `progress_bar` (Lightning refuses a bar callback
+    with trainer.enable_progress_bar=false), and a Rich one where `rich` is not installed (a bare GPU
+    machine): Lightning's own default bar takes its place, with a warning."""
+    kept = {name: entry for name, entry in (specs or {}).items() if _kept(name, entry, progress_bar)}
+    return build_entries("callbacks", kept, Callback, EXAMPLE)
 
 
-def shows_progress_bar(cfg: Any) -> bool:
-    """Whether the run shows a progress bar (`trainer.enable_progress_bar`, Lightning's default true)."""
-    return bool(cfg.trainer.get("enable_progress_bar", True))
+def run_callbacks(cfg: Any) -> list[Callback]:
+    """The run's callbacks: `cfg.callbacks` built, the bar as `trainer.enable_progress_bar` says."""
+    return build_callbacks(plain(cfg.get("callbacks")), bool(cfg.trainer.get("enable_progress_bar", True)))
 
 
-def _is_progress_bar(name: str, entry: Any) -> bool:
+def _kept(name: str, entry: Any, progress_bar: bool) -> bool:
     if not isinstance(entry, Mapping) or "_target_" not in entry:
+        return True  # null entries and bad ones: build_entries skips or refuses them by name
+    target = resolve_class(f"callbacks.{name}._target_", entry["_target_"], Callback, EXAMPLE)
+    if not issubclass(target, ProgressBar):
+        return True
+    if progress_bar and issubclass(target, RichProgressBar) and importlib.util.find_spec("rich") is None:
+        log.warning(
+            f"callbacks.{name}: rich is not installed (pip install rich); Lightning's default bar is used"
+        )
         return False
-    return issubclass(
-        resolve_class(f"callbacks.{name}._target_", entry["_target_"], Callback, EXAMPLE), ProgressBar
-    )
+    return progress_bar

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks.base import plain
 from visionlab import sweep
-from visionlab.callbacks import build_callbacks, shows_progress_bar
+from visionlab.callbacks import run_callbacks
 from visionlab.checkpointing import AtomicCheckpointIO, load_task_checkpoint, read_task_checkpoint
 from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
 from visionlab.errors import ConfigError, DataError
@@ -65,9 +65,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     loggers = build_loggers(cfg)
-    trainer = build_trainer(
-        cfg, build_callbacks(plain(cfg.get("callbacks")), shows_progress_bar(cfg)), loggers
-    )
+    trainer = build_trainer(cfg, run_callbacks(cfg), loggers)
 
     resume_from = _resume_path(cfg)
     if resume_from is not None:
