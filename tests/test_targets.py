@@ -14,7 +14,14 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config
-from visionlab.callbacks import EpochLog, EpochReseed, EpochTimer, LearningRates, build_callbacks
+from visionlab.callbacks import (
+    BATCH_HOOKS,
+    EpochLog,
+    EpochReseed,
+    EpochTimer,
+    LearningRates,
+    build_callbacks,
+)
 from visionlab.checkpointing import FiniteLossGuard
 from visionlab.errors import ConfigError
 from visionlab.loggers import EpochlessTensorBoardLogger
@@ -50,6 +57,22 @@ def test_the_default_callbacks_and_loggers_are_built_from_their_targets(tmp_path
     ]
     (logger,) = build_loggers(compose_config("train", [f"paths.run_dir={tmp_path}"]))
     assert type(logger) is EpochlessTensorBoardLogger and Path(logger.log_dir) == tmp_path / "tensorboard"
+
+
+def test_only_the_batch_hooks_a_callback_overrides_are_left_for_lightning_to_call(tmp_path: Path) -> None:
+    callbacks = build_callbacks(_entries(tmp_path, "callbacks"))
+    called = {type(c).__name__: [h for h in BATCH_HOOKS if callable(getattr(c, h))] for c in callbacks}
+    assert called["ModelCheckpoint"] == ["on_train_batch_end"]
+    assert (
+        "on_train_batch_end" in called["SteadyProgressBar"]
+        and "on_validation_batch_end" in called["SteadyProgressBar"]
+    )
+    assert called["FiniteLossGuard"] == ["on_train_batch_end"]
+    assert called["EpochTimer"] == called["EpochLog"] == called["EpochReseed"] == []
+    timer = next(c for c in callbacks if isinstance(c, EpochTimer))
+    assert callable(timer.on_train_epoch_start) and callable(
+        EpochTimer.on_train_batch_end
+    )  # the class is untouched
 
 
 @pytest.mark.parametrize(

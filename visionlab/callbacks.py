@@ -116,7 +116,36 @@ def build_callbacks(specs: Mapping[str, Any] | None, progress_bar: bool = True) 
     with trainer.enable_progress_bar=false), and a Rich one where `rich` is not installed (a bare GPU
     machine): Lightning's own default bar takes its place, with a warning."""
     kept = {name: entry for name, entry in (specs or {}).items() if _kept(name, entry, progress_bar)}
-    return build_entries("callbacks", kept, Callback, EXAMPLE)
+    callbacks = build_entries("callbacks", kept, Callback, EXAMPLE)
+    for callback in callbacks:
+        skip_unused_batch_hooks(callback)
+    return callbacks
+
+
+#: the hooks Lightning calls on every callback once per batch (training step: six of them)
+BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+    "on_train_batch_end",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+    "on_predict_batch_start",
+    "on_predict_batch_end",
+)
+
+
+def skip_unused_batch_hooks(callback: Callback) -> None:
+    """Set the per-batch hooks that `callback`'s class does not override to None on the instance:
+    Lightning calls only callable hooks, so it no longer dispatches the base class's no-ops (each a
+    profiler context and, for a ModelCheckpoint, a formatted state key), about 50 calls per step."""
+    for name in BATCH_HOOKS:
+        if getattr(type(callback), name, None) is getattr(Callback, name):
+            setattr(callback, name, None)
 
 
 def run_callbacks(cfg: Any) -> list[Callback]:
