@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import OmegaConf
 
@@ -26,7 +26,7 @@ from visionlab.checkpointing import FiniteLossGuard
 from visionlab.errors import ConfigError
 from visionlab.loggers import EpochlessTensorBoardLogger
 from visionlab.progress import SteadyProgressBar
-from visionlab.runner import build_loggers
+from visionlab.runner import build_loggers, build_trainer
 from visionlab.validation import validate_config
 
 #: a run of 3 optimiser steps (TINY_FINETUNE) without the test phase
@@ -60,19 +60,19 @@ def test_the_default_callbacks_and_loggers_are_built_from_their_targets(tmp_path
 
 
 def test_only_the_batch_hooks_a_callback_overrides_are_left_for_lightning_to_call(tmp_path: Path) -> None:
-    callbacks = build_callbacks(_entries(tmp_path, "callbacks"))
-    called = {type(c).__name__: [h for h in BATCH_HOOKS if callable(getattr(c, h))] for c in callbacks}
+    cfg = compose_config("train", [f"paths.run_dir={tmp_path}", "trainer=cpu"])
+    trainer = build_trainer(cfg, build_callbacks(_entries(tmp_path, "callbacks")), False)
+    called = {
+        type(c).__name__: [h for h in BATCH_HOOKS if callable(getattr(c, h))] for c in trainer.callbacks
+    }
     assert called["ModelCheckpoint"] == ["on_train_batch_end"]
-    assert (
-        "on_train_batch_end" in called["SteadyProgressBar"]
-        and "on_validation_batch_end" in called["SteadyProgressBar"]
-    )
+    assert {"on_train_batch_end", "on_validation_batch_end"} <= set(called["SteadyProgressBar"])
     assert called["FiniteLossGuard"] == ["on_train_batch_end"]
     assert called["EpochTimer"] == called["EpochLog"] == called["EpochReseed"] == []
-    timer = next(c for c in callbacks if isinstance(c, EpochTimer))
-    assert callable(timer.on_train_epoch_start) and callable(
-        EpochTimer.on_train_batch_end
-    )  # the class is untouched
+    summary = next(c for c in trainer.callbacks if isinstance(c, ModelSummary))  # added by Lightning
+    assert not any(callable(getattr(summary, h)) for h in BATCH_HOOKS)
+    timer = next(c for c in trainer.callbacks if isinstance(c, EpochTimer))
+    assert callable(timer.on_train_epoch_start) and callable(EpochTimer.on_train_batch_end)  # class untouched
 
 
 @pytest.mark.parametrize(

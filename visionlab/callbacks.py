@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar, RichProgressBar
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from tasks.base import plain
 from visionlab.cli import log_to_files
@@ -116,10 +117,7 @@ def build_callbacks(specs: Mapping[str, Any] | None, progress_bar: bool = True) 
     with trainer.enable_progress_bar=false), and a Rich one where `rich` is not installed (a bare GPU
     machine): Lightning's own default bar takes its place, with a warning."""
     kept = {name: entry for name, entry in (specs or {}).items() if _kept(name, entry, progress_bar)}
-    callbacks = build_entries("callbacks", kept, Callback, EXAMPLE)
-    for callback in callbacks:
-        skip_unused_batch_hooks(callback)
-    return callbacks
+    return build_entries("callbacks", kept, Callback, EXAMPLE)
 
 
 #: the hooks Lightning calls on every callback once per batch (training step: six of them)
@@ -142,9 +140,9 @@ BATCH_HOOKS = (
 def skip_unused_batch_hooks(callback: Callback) -> None:
     """Set the per-batch hooks that `callback`'s class does not override to None on the instance:
     Lightning calls only callable hooks, so it no longer dispatches the base class's no-ops (each a
-    profiler context and, for a ModelCheckpoint, a formatted state key), about 50 calls per step."""
+    profiler context and, for a ModelCheckpoint, a formatted state key) on every step."""
     for name in BATCH_HOOKS:
-        if getattr(type(callback), name, None) is getattr(Callback, name):
+        if not is_overridden(name, callback, Callback):
             setattr(callback, name, None)
 
 

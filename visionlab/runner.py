@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tasks.base import plain
 from visionlab import sweep
-from visionlab.callbacks import run_callbacks
+from visionlab.callbacks import run_callbacks, skip_unused_batch_hooks
 from visionlab.checkpointing import AtomicCheckpointIO, load_task_checkpoint, read_task_checkpoint
 from visionlab.cli import claimed_run_dir, discard_stub_run_dir, log_to_files, move_log_to
 from visionlab.errors import ConfigError, DataError
@@ -282,13 +282,14 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] | bool) -> pl.Trainer:
-    """A Trainer from `cfg.trainer`; an unknown key is a ConfigError naming it."""
+    """A Trainer from `cfg.trainer`; an unknown key is a ConfigError naming it. The per-batch hooks
+    no callback implements are skipped (`skip_unused_batch_hooks`)."""
     kwargs = plain(cfg.trainer)
     if kwargs.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator=gpu but no CUDA device is visible; use trainer=cpu")
     torch.set_float32_matmul_precision("high")
     try:
-        return pl.Trainer(
+        trainer = pl.Trainer(
             **kwargs,
             callbacks=callbacks,
             logger=loggers,
@@ -298,6 +299,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any], loggers: list[Logger] |
         )
     except TypeError as err:
         raise ConfigError(f"trainer: {err}") from None
+    for callback in trainer.callbacks:  # the run's and those Lightning adds (model summary)
+        skip_unused_batch_hooks(callback)
+    return trainer
 
 
 def _resume_path(cfg: DictConfig) -> str | None:
